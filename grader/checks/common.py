@@ -1,0 +1,106 @@
+"""How checks are written: the `Checks` registry, `Fail`, `Partial`, and helpers every lab shares.
+
+A check is a plain function of one argument, the judging context (`grader.judge.Context`).
+It returns None (full points), returns `Partial(fraction, message)`, or raises `Fail(message)`.
+A failure message says what was expected, what happened and where to look.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+class Fail(Exception):
+    """A check failed; the message is shown to the learner (for visible checks)."""
+
+
+@dataclass(frozen=True)
+class Partial:
+    """Part of a check's points: `fraction` in [0, 1] and why not all of them."""
+
+    fraction: float
+    message: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """One graded check."""
+
+    name: str  # unique within a lab; used in `depends`
+    func: Callable  # func(ctx) -> None | Partial, raises Fail
+    points: float  # what a pass is worth
+    visible: bool  # learners can run it with `mlops-grade check`; hidden ones run only at grading
+    hint: str  # what to try when it fails
+    section: str  # the lesson section to reread
+    depends: tuple[str, ...] = field(default_factory=tuple)  # checks that must pass first
+    description: str = ""  # one line: what it verifies
+
+
+class Checks:
+    """An ordered registry of a lab's checks; `@CHECKS.add(...)` registers a function."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, Check] = {}
+
+    def add(self, *, points: float, hint: str, section: str, visible: bool = True, depends=()):
+        def register(func: Callable) -> Callable:
+            name = func.__name__
+            if name in self._checks:
+                raise ValueError(f"check {name!r} is defined twice")
+            missing = [d for d in depends if d not in self._checks]
+            if missing:
+                raise ValueError(f"check {name!r} depends on {missing}, which must be defined before it")
+            doc = (func.__doc__ or "").strip().splitlines()
+            self._checks[name] = Check(
+                name=name, func=func, points=points, visible=visible, hint=hint, section=section,
+                depends=tuple(depends), description=doc[0] if doc else name,
+            )
+            return func
+
+        return register
+
+    def __iter__(self):
+        return iter(self._checks.values())
+
+    def __len__(self) -> int:
+        return len(self._checks)
+
+    def __getitem__(self, name: str) -> Check:
+        return self._checks[name]
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.points for c in self._checks.values())
+
+
+# --- helpers shared by the labs' checks ---------------------------------------------------------
+
+
+def require_keys(obj: object, keys: tuple[str, ...], where: str) -> dict:
+    """`obj` must be a JSON object holding every key in `keys`."""
+    if not isinstance(obj, dict):
+        raise Fail(f"{where} must hold a JSON object, found {type(obj).__name__}")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise Fail(f"{where} lacks the key(s) {', '.join(missing)}; found: {', '.join(map(str, obj)) or 'none'}")
+    return obj
+
+
+def require_number(value: object, name: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """`value` must be a finite real number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Fail(f"{name} must be a finite number, found {value!r}")
+    if not low <= value <= high:
+        raise Fail(f"{name} must lie in [{low}, {high}], found {value}")
+    return float(value)
+
+
+def require_close(reported: float, recomputed: float, name: str, tol: float) -> None:
+    """A reported number must agree with the grader's recomputation within `tol`."""
+    if abs(reported - recomputed) > tol:
+        raise Fail(
+            f"you reported {name} = {reported:.6f}, but recomputing it from your saved model gives "
+            f"{recomputed:.6f} (allowed difference {tol:g})"
+        )

@@ -1,0 +1,147 @@
+"""The grading pipeline for one submission, and for a batch: every submission gets a result."""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from grader import assign
+from grader.execute import execute
+from grader.judge import CheckResult, Context, judge
+from grader.notebook import NotebookError, lab_id_of, read_submission
+from grader.sandbox import Limits, Sandbox
+
+
+@dataclass
+class Result:
+    """One submission's grade: the Gradescope results.json shape plus the fields our reports need."""
+
+    submission: str
+    lab: str
+    score: float
+    max_score: float
+    execution_time: float
+    output: str  # why the submission got what it got, beyond the checks
+    tests: list[CheckResult] = field(default_factory=list)
+    status: str = "graded"  # graded | rejected (not gradable as this lab) | error (the grader failed)
+
+    def to_json(self, reveal_hidden: bool = False) -> dict:
+        tests = []
+        for t in self.tests:
+            shown = t.visible or reveal_hidden
+            tests.append({
+                "name": t.name, "score": t.score, "max_score": t.max_score, "status": t.status,
+                "output": _test_output(t) if shown else f"hidden check: {t.status}",
+                "visibility": "visible" if t.visible else "after_published",
+                **({"hint": t.hint, "section": t.section, "description": t.description} if shown else {}),
+            })
+        return {"submission": self.submission, "lab": self.lab, "status": self.status,
+                "score": round(self.score, 4), "max_score": self.max_score,
+                "execution_time": round(self.execution_time, 2), "output": self.output, "tests": tests}
+
+
+def _test_output(t: CheckResult) -> str:
+    if t.status == "passed":
+        return t.message or "passed"
+    return t.message
+
+
+def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isolate: bool = True,
+                   reference: bool = False, keep_dir: Path | None = None) -> Result:
+    """Grade one notebook file as `lab_module`'s lab. Never raises: failures become the result."""
+    lab, checks = lab_module.LAB, lab_module.CHECKS
+    max_score = sum(c.points for c in checks if c.visible or include_hidden)
+    start = time.monotonic()
+    base = dict(submission=str(path), lab=lab.id, max_score=max_score)
+    try:
+        template = assign.build_lab(_load_solution(lab), lab.id)
+        if reference:
+            submission = assign.build_lab(_load_solution(lab), lab.id, with_solutions=True)
+        else:
+            submission = read_submission(Path(path))
+            found = lab_id_of(submission)
+            if found != lab.id:
+                raise NotebookError(
+                    f"this is not lab {lab.id}'s notebook (its metadata says {found or 'nothing'}); "
+                    f"start from labs/{lab.id}.ipynb" if found is None else
+                    f"this is the notebook of lab {found}, not of lab {lab.id}: submit labs/{lab.id}.ipynb"
+                )
+        restored = assign.restore(submission, template)
+        limits = Limits(wall_seconds=lab.timeout, memory_bytes=getattr(lab_module, "MEMORY_BYTES", 3 * 2**30))
+        sandbox = Sandbox(limits, isolate=isolate)
+        try:
+            work = sandbox.mount("work", writable=True)
+            params, hidden = lab_module.prepare(work)
+            execution = execute(restored.notebook, sandbox, params, cell_timeout=lab.cell_timeout)
+            ctx = Context(lab=lab, work=work, params=params, hidden=hidden, execution=execution,
+                          new_sandbox=lambda lim: Sandbox(lim, isolate=isolate))
+            tests = judge(checks, ctx, include_hidden=include_hidden)
+            if keep_dir:
+                _keep(work, keep_dir)
+        finally:
+            sandbox.cleanup()
+        notes = restored.notices + execution.notes
+        if not execution.ok:
+            notes.insert(0, f"The notebook did not run to the end: {execution.error}")
+        if not isolate:
+            notes.append("graded WITHOUT the sandbox (--no-sandbox)")
+        return Result(score=sum(t.score for t in tests), execution_time=time.monotonic() - start,
+                      output="\n".join(notes), tests=tests, **base)
+    except NotebookError as err:
+        return Result(score=0.0, execution_time=time.monotonic() - start, output=f"Not graded: {err}",
+                      tests=_all_failed(checks, include_hidden, f"not graded: {err}"), status="rejected", **base)
+    except Exception:  # the grader's own failure: record it, keep the batch going
+        detail = traceback.format_exc(limit=4)
+        return Result(score=0.0, execution_time=time.monotonic() - start,
+                      output=f"The grader failed on this submission; tell your instructor.\n{detail}",
+                      tests=_all_failed(checks, include_hidden, "grader error"), status="error", **base)
+
+
+def grade_batch(lab_module, paths: Iterable[Path], jobs: int = 1, on_result: Callable[[Result], None] | None = None,
+                **options) -> list[Result]:
+    """Grade many submissions, `jobs` sandboxes at a time; results come back in input order."""
+    paths = list(paths)
+    results: list[Result | None] = [None] * len(paths)
+
+    def one(index: int) -> None:
+        results[index] = grade_notebook(lab_module, paths[index], **options)
+        if on_result:
+            on_result(results[index])
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, range(len(paths))))
+    return [r for r in results if r is not None]
+
+
+def write_results(results: list[Result], path: Path, reveal_hidden: bool = False) -> None:
+    """Write results atomically (a crash mid-batch leaves the previous complete file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    payload = [r.to_json(reveal_hidden) for r in results]
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _load_solution(lab) -> dict:
+    return json.loads(lab.solution_path.read_text(encoding="utf-8"))
+
+
+def _all_failed(checks, include_hidden: bool, message: str) -> list[CheckResult]:
+    return [CheckResult(name=c.name, description=c.description, score=0.0, max_score=c.points, status="failed",
+                        message=message, visible=c.visible, hint=c.hint, section=c.section)
+            for c in checks if c.visible or include_hidden]
+
+
+def _keep(work: Path, dest: Path) -> None:
+    import shutil
+
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(work, dest, symlinks=True)
+
+
+__all__ = ["Result", "grade_notebook", "grade_batch", "write_results", "asdict"]

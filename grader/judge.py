@@ -1,0 +1,150 @@
+"""Judge a submission's outputs in the grader's own process: checks in order, with dependencies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from grader import collect
+from grader.checks.common import Check, Checks, Fail, Partial
+from grader.execute import TOOLS, Execution
+from grader.labs import Lab
+from grader.sandbox import Limits, Sandbox
+
+
+@dataclass
+class CheckResult:
+    """One check's verdict."""
+
+    name: str
+    description: str
+    score: float
+    max_score: float
+    status: str  # passed | partial | failed | skipped
+    message: str
+    visible: bool
+    hint: str
+    section: str
+
+
+@dataclass
+class Context:
+    """What a check sees: the job's outputs (read safely), parameters, hidden expectations, probes."""
+
+    lab: Lab
+    work: Path  # host path of the executed job's work directory (learner-written: untrusted)
+    params: dict  # the papermill parameters the notebook ran with
+    hidden: dict = field(default_factory=dict)  # expectations kept in the grader process only
+    execution: Execution | None = None
+    new_sandbox: Callable[[Limits], Sandbox] | None = None  # makes a fresh sandbox for probes
+    _probes: dict = field(default_factory=dict)
+
+    # --- outputs ---------------------------------------------------------------------------
+
+    def output(self, name: str) -> str:
+        """The work-relative path of an output file named inside the lab's output_dir."""
+        return f"{self.params.get('output_dir', 'outputs').rstrip('/')}/{name}"
+
+    def read_json(self, relative: str):
+        return self._read(collect.read_json, relative)
+
+    def read_csv(self, relative: str):
+        return self._read(collect.read_csv, relative)
+
+    def read_text(self, relative: str) -> str:
+        return self._read(collect.read_text, relative)
+
+    def exists(self, relative: str) -> bool:
+        return collect.exists(self.work, relative)
+
+    def _read(self, reader, relative: str):
+        try:
+            return reader(self.work, relative)
+        except collect.CollectError as err:
+            raise Fail(f"{err}{self.why_missing()}") from None
+
+    def why_missing(self) -> str:
+        """A pointer to the notebook's own failure, appended to 'not found' messages."""
+        if self.execution and not self.execution.ok and self.execution.error:
+            return f" — the notebook did not finish: {self.execution.error}"
+        return ""
+
+    # --- probes: trusted scripts run in a fresh sandbox over the learner's artifacts ---------
+
+    def probe(self, tool: str, inputs: dict | None = None, args: tuple[str, ...] = (),
+              limits: Limits = Limits(wall_seconds=120)) -> dict:
+        """Run `grader/tools/<tool>.py` in a new sandbox with the work dir read-only; its JSON result.
+
+        `inputs` (name → numpy array) are written as .npy files; labels and expected values never go in.
+        """
+        key = hashlib.sha256(json.dumps([tool, sorted((inputs or {}).keys()), list(args)]).encode()).hexdigest()
+        if key in self._probes:
+            return self._probes[key]
+        import numpy as np
+
+        sandbox = self.new_sandbox(limits)
+        try:
+            sandbox.mount("work", self.work)
+            tools = sandbox.mount("tools")
+            shutil.copy(TOOLS / f"{tool}.py", tools / f"{tool}.py")
+            data = sandbox.mount("input")
+            for name, array in (inputs or {}).items():
+                np.save(data / f"{name}.npy", np.asarray(array), allow_pickle=False)
+            out = sandbox.mount("out", writable=True)
+            argv = [sys.executable, "-I", f"{sandbox.path('tools')}/{tool}.py", "--work", sandbox.path("work"),
+                    "--input", sandbox.path("input"), "--out", sandbox.path("out"), *args]
+            run = sandbox.run(argv, cwd="out")
+            if run.timed_out:
+                result = {"error": f"loading and running your artifact took over {limits.wall_seconds:.0f} s"}
+            elif run.out_of_memory:
+                result = {"error": "loading and running your artifact ran out of memory"}
+            else:
+                try:
+                    result = collect.read_json(out, "result.json")
+                except collect.CollectError:
+                    tail = (run.stderr.strip().splitlines() or ["no output"])[-1][:300]
+                    result = {"error": f"the fresh process that loads your artifact failed: {tail}"}
+            if not isinstance(result, dict):
+                result = {"error": "the probe returned no result"}
+        finally:
+            sandbox.cleanup()
+        self._probes[key] = result
+        return result
+
+
+def judge(checks: Checks, ctx: Context, include_hidden: bool = True) -> list[CheckResult]:
+    """Run the checks in declaration order (dependencies come first by construction)."""
+    results: dict[str, CheckResult] = {}
+    for check in checks:
+        if not check.visible and not include_hidden:
+            continue
+        results[check.name] = _run_one(check, ctx, results)
+    return list(results.values())
+
+
+def _run_one(check: Check, ctx: Context, done: dict[str, CheckResult]) -> CheckResult:
+    base = dict(name=check.name, description=check.description, max_score=check.points,
+                visible=check.visible, hint=check.hint, section=check.section)
+    for upstream in check.depends:
+        if upstream not in done or done[upstream].status not in ("passed", "partial"):
+            return CheckResult(score=0.0, status="skipped", message=f"skipped: upstream check {upstream} failed",
+                               **base)
+    try:
+        outcome = check.func(ctx)
+    except Fail as failure:
+        return CheckResult(score=0.0, status="failed", message=str(failure), **base)
+    except Exception:  # a bug in the check or a shape it did not foresee: never crash the batch
+        detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
+        return CheckResult(score=0.0, status="failed", message=f"the grader could not judge this ({detail}); "
+                           "please report it to your instructor", **base)
+    if isinstance(outcome, Partial):
+        fraction = min(max(float(outcome.fraction), 0.0), 1.0)
+        status = "passed" if fraction >= 1 else "partial" if fraction > 0 else "failed"
+        return CheckResult(score=round(check.points * fraction, 4), status=status, message=outcome.message, **base)
+    return CheckResult(score=check.points, status="passed", message="", **base)

@@ -1,0 +1,60 @@
+"""Lab specifications and where each lab's notebooks live."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Lab:
+    """What a lab is: its identity, its place in the course and its limits."""
+
+    id: str  # e.g. "03_classifier": also the file stem in solutions/, labs/ and curriculum/
+    title: str  # shown in headers, tables and feedback
+    week: int  # week of the 90-day plan
+    minutes: int  # estimated time for a learner
+    objectives: tuple[str, ...]  # what the learner can do afterwards
+    lesson: str  # the curriculum notebook it follows, e.g. "curriculum/03_classifier.ipynb"
+    timeout: int = 300  # wall-clock seconds for executing the whole notebook at grading
+    cell_timeout: int = 120  # wall-clock seconds for one cell
+    parameters: dict = field(default_factory=dict)  # papermill parameters used at grading
+
+    @property
+    def number(self) -> str:
+        return self.id.split("_", 1)[0]
+
+    @property
+    def solution_path(self) -> Path:
+        return REPO / "solutions" / f"{self.id}.ipynb"
+
+    @property
+    def lab_path(self) -> Path:
+        return REPO / "labs" / f"{self.id}.ipynb"
+
+
+def lab_modules() -> dict[str, object]:
+    """Every lab's checks module (`grader.checks.labNN`), keyed by lab id, in course order."""
+    import grader.checks as pkg
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("lab") and info.name[3:].isdigit():
+            module = importlib.import_module(f"grader.checks.{info.name}")
+            found[module.LAB.id] = module
+    return found
+
+
+def find_lab(name: str):
+    """The checks module of the lab named by its number ("03", "3") or its id ("03_classifier")."""
+    modules = lab_modules()
+    for lab_id, module in modules.items():
+        number = module.LAB.number
+        if name in (lab_id, number) or (name.isdigit() and int(name) == int(number)):
+            return module
+    known = ", ".join(f"{m.LAB.number} ({i})" for i, m in modules.items())
+    raise LookupError(f"no lab named {name!r}; known labs: {known}")

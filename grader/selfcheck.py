@@ -1,0 +1,41 @@
+"""A learner's self-check from inside JupyterLab: the visible checks on the outputs just written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grader.judge import Context, judge
+from grader.labs import find_lab
+from grader.report import checks_html, checks_text
+from grader.sandbox import Sandbox, probe_bubblewrap
+
+
+class SelfCheckReport:
+    """Displays as an HTML table in Jupyter and as text elsewhere."""
+
+    def __init__(self, lab, results, notice: str = ""):
+        self.lab, self.results, self.notice = lab, results, notice
+
+    @property
+    def score(self) -> float:
+        return sum(r.score for r in self.results)
+
+    @property
+    def max_score(self) -> float:
+        return sum(r.max_score for r in self.results)
+
+    def _repr_html_(self) -> str:
+        return checks_html(f"Lab {self.lab.id}: visible checks", self.results, self.notice)
+
+    def __repr__(self) -> str:
+        return checks_text(f"Lab {self.lab.id}: visible checks", self.results, self.notice)
+
+
+def show_self_check(lab_name: str, params: dict, work: Path | None = None) -> SelfCheckReport:
+    """Judge the outputs under `work` (default: the current directory) with `lab_name`'s visible checks."""
+    module = find_lab(lab_name)
+    reason = probe_bubblewrap()
+    notice = "" if reason is None else f"Notice: no sandbox here ({reason}); your artifacts load unsandboxed."
+    ctx = Context(lab=module.LAB, work=Path(work or Path.cwd()), params=dict(params),
+                  new_sandbox=lambda limits: Sandbox(limits, isolate=reason is None))
+    return SelfCheckReport(module.LAB, judge(module.CHECKS, ctx, include_hidden=False), notice)
