@@ -81,20 +81,7 @@ def _describe_error(status: dict, notebook: dict) -> str:
         return "the kernel died (the notebook exited, was killed, or exhausted a limit)"
     if ename == "CellTimeoutError" or "timed out" in evalue.lower():
         return f"a cell ran out of time: {evalue[:200]}"
-    where = _cell_name(status.get("cell_index"), notebook)
+    cell = status.get("cell_id")
     message = f"{ename}: {evalue}".strip().rstrip(":")
-    return f"{where} raised {message[:500]}" if where else f"the notebook stopped: {message[:500]}"
+    return f"cell {cell} raised {message[:500]}" if isinstance(cell, str) else f"the notebook stopped: {message[:500]}"
 
-
-def _cell_name(index: object, notebook: dict) -> str | None:
-    """Papermill counts its injected parameters cell; map its index back to our cell id."""
-    if not isinstance(index, int):
-        return None
-    cells = notebook["cells"]
-    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if tagged and index > tagged[0]:
-        index -= 1
-    if 0 <= index < len(cells):
-        meta = cells[index].get("metadata", {}).get("mlops", {})
-        return f"cell {meta['id']}" if isinstance(meta, dict) and "id" in meta else f"cell {index}"
-    return None

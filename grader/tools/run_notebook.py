@@ -1,5 +1,8 @@
 """Execute a notebook with papermill inside the sandbox, capping its output; print one status line.
 
+Every cell runs even after an error (allow_errors), so later exercises still produce their outputs;
+the first error is what the status line reports.
+
 Runs inside the sandbox (`python -I run_notebook.py ...`): it must not import the grader.
 The status line is informational only: every point is earned from outputs the grader checks itself.
 """
@@ -34,6 +37,21 @@ def cap_outputs(max_bytes: int) -> None:
     nbclient.client.NotebookClient.output = output
 
 
+def first_error_cell(path: str):
+    """(cell id, error name, error value) of the first cell with an error output in the executed notebook."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            cells = json.load(handle)["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error" and not (out.get("ename") == "SystemExit" and out.get("evalue") in ("", "0")):
+                meta = cell.get("metadata", {}).get("mlops", {})
+                return (meta.get("id") if isinstance(meta, dict) else None), out.get("ename"), out.get("evalue")
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--input", required=True)
@@ -51,11 +69,11 @@ def main() -> None:
         papermill.execute_notebook(
             args.input, args.output, parameters=json.loads(args.parameters), cwd=args.cwd,
             kernel_name="python3", execution_timeout=args.cell_timeout, progress_bar=False,
-            log_output=False, report_mode=False,
+            log_output=False, report_mode=False, allow_errors=True,
         )
     except papermill.PapermillExecutionError as err:
-        status = {"ok": False, "cell_index": err.cell_index, "ename": err.ename,
-                  "evalue": str(err.evalue)[:2000]}
+        cell_id, ename, evalue = first_error_cell(args.output) or (None, err.ename, err.evalue)
+        status = {"ok": False, "cell_id": cell_id, "ename": ename, "evalue": str(evalue)[:2000]}
     except BaseException as err:  # kernel died, cell timeout, bad notebook: report, never hang
         status = {"ok": False, "ename": type(err).__name__, "evalue": str(err)[:2000]}
     sys.stdout.write("\n" + STATUS + json.dumps(status) + "\n")
