@@ -14,7 +14,7 @@ for block in re.split(r"^# %%", text, flags=re.M)[1:]:
     tags = re.findall(r"tags=\[([^\]]*)\]", header)
     tags = [t.strip().strip("'\"") for t in tags[0].split(",")] if tags else []
     if "[markdown]" in header:
-        c = new_markdown_cell(body)
+        c = new_markdown_cell("\n".join(re.sub(r"^# ?", "", line) for line in body.split("\n")))
     else:
         c = new_code_cell(body)
     if tags: c.metadata["tags"] = tags

@@ -1,0 +1,276 @@
+"""Lab 01 — a pytest module for `mlops_kit.data`, graded by mutation testing.
+
+The learner's `test_data.py` runs in a sandboxed probe (`grader/tools/mutation_tests.py`) against the
+reference `mlops_kit/data.py` (twice) and against mutants: copies of it with one small planted bug each.
+A test suite is as good as the bugs it catches: a mutant is killed when at least one test fails on it.
+The mutants are text patches applied here, in the grader; the probe only sees opaque variant names
+in a random order, so a test cannot tell the reference from a mutant except by testing behaviour.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from grader.checks.common import Checks, Fail, Partial
+from grader.labs import Lab
+from grader.sandbox import Limits
+
+LAB = Lab(
+    id="01_tested_code",
+    title="Tests that catch bugs: a pytest suite for mlops_kit.data",
+    week=1,
+    minutes=60,
+    objectives=(
+        "write pytest tests with fixtures (tmp_path) and parametrize for small data functions",
+        "pin down a function's contract: shapes, columns, errors, determinism, stratification",
+        "judge a test suite by the planted bugs (mutants) it catches, not by how many tests it has",
+    ),
+    lesson="curriculum/01_tested_code.ipynb",
+    timeout=240,
+    cell_timeout=120,
+)
+
+GRADING_SEED = 11  # differs from the notebook's default; the tests themselves do not depend on it
+TESTS = "test_data.py"
+MIN_TESTS = 5
+RUN_TIMEOUT = 20  # seconds of wall clock for one pytest run (one variant)
+REFERENCE_CPU_SECONDS = 6  # the most CPU one run on the reference may use: the suite runs once per variant
+RUNS_BUDGET = 150  # seconds of wall clock for all runs of one submission
+REFERENCE_RUNS = 2  # the reference runs twice, at random places among the mutants
+CHECKS = Checks()
+
+# One planted bug per mutant: (what the bug is, [(text in mlops_kit/data.py, replacement), ...]).
+# Every `old` must occur exactly once in the reference source (prepare() refuses otherwise).
+MUTANTS = (
+    ("stratified_split ignores its seed", [("random_state=seed)", "random_state=0)")]),
+    ("stratified_split's test split is one row too large",
+     [("test_size=test_size, stratify=y", "test_size=int(test_size * len(y)) + 2, stratify=y")]),
+    ("stratified_split does not stratify", [("stratify=y, random_state", "stratify=None, random_state")]),
+    ("load_csv leaves the target among the features",
+     [("return frame.drop(columns=[target]), frame[target]", "return frame, frame[target]")]),
+    ("load_csv returns empty labels instead of raising on a missing target column",
+     [('raise KeyError(f"{path}: no column named {target!r}; columns are {list(frame.columns)[:5]}...")',
+       'return frame, pd.Series(index=frame.index, dtype="float64", name=target)')]),
+    ("schema_summary counts present values as missing", [("frame.isna().sum()", "frame.notna().sum()")]),
+    ("write_breast_cancer_csv writes the index as a column", [("to_csv(path, index=False)", "to_csv(path, index=True)")]),
+    ("write_breast_cancer_csv ignores rows", [("frame = frame.iloc[list(rows)]", "frame = frame.iloc[:]")]),
+    ("breast_cancer_frame keeps spaces in column names", [('.replace(" ", "_")', "")]),
+)
+HIDDEN_MUTANTS = (
+    ("stratified_split is not reproducible", [("random_state=seed)", "random_state=None)")]),
+    ("stratified_split swaps y_train and y_test",
+     [("return train_test_split(", "parts = train_test_split("),
+      ("random_state=seed)\n", "random_state=seed)\n    return parts[0], parts[1], parts[3], parts[2]\n")]),
+    ("load_csv raises ValueError instead of KeyError", [("raise KeyError(", "raise ValueError(")]),
+    ("schema_summary reports 1 for any number of missing values",
+     [("frame.isna().sum()", "frame.isna().any().astype(int)")]),
+    ("schema_summary reports the maximum as min", [('"min": numeric.min()', '"min": numeric.max()')]),
+)
+
+# Tests that read the implementation instead of calling it could tell the reference from a mutant.
+# Honest tests of this module never need any of these names (checked on the test file's text).
+SOURCE_READING = re.compile(
+    r"\binspect\b|getsource|__code__|co_code|__file__|__spec__|__loader__|__globals__|__dict__|__builtins__|"
+    r"__import__|__getattribute__|\bgetattr\(|\bvars\(|\bglobals\(|attrgetter|\bexec\(|\beval\(|\bcompile\(|"
+    r"_getframe|f_code|f_globals|__traceback__|\.traceback\b|extract_tb|extract_stack|linecache|\bdis\b|marshal|"
+    r"\bimportlib\b|spec_from_file|sys\.modules|(?<!\w)data\.py|mlops_kit/|/sandbox|\bimport ast\b|\bast\.")
+
+
+def reference_source() -> str:
+    import mlops_kit.data
+
+    return Path(mlops_kit.data.__file__).read_text(encoding="utf-8")
+
+
+def mutate(source: str, patches) -> str:
+    """Apply one mutant's text patches to the reference source."""
+    for old, new in patches:
+        count = source.count(old)
+        if count != 1:
+            raise ValueError(f"mutant patch {old!r} matches {count} times in mlops_kit/data.py; update lab01's "
+                             "MUTANTS to the lesson's current code")
+        source = source.replace(old, new)
+    compile(source, "data.py", "exec")
+    return source
+
+
+def prepare(work: Path) -> tuple[dict, dict]:
+    """Write the CSV the notebook looks at; the hidden mutants stay here (the tests make their own data)."""
+    reference = reference_source()
+    for _, patches in MUTANTS + HIDDEN_MUTANTS:
+        mutate(reference, patches)  # fail fast (an authoring error) if the lesson's code moved
+    from mlops_kit.data import write_breast_cancer_csv
+
+    write_breast_cancer_csv(work / "data" / "breast_cancer.csv")  # for the warm-up cell; tests make their own
+    params = {"seed": GRADING_SEED, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
+    return params, {"hidden_mutants": HIDDEN_MUTANTS}
+
+
+# --- the probe: one run per variant, cached per judging context ------------------------------------
+
+_RESULTS: dict[int, tuple[object, dict]] = {}
+_LOCK = threading.Lock()
+
+
+def _mutation_run(ctx) -> dict:
+    """{"reference": [run, ...], "visible": [killed?, ...], "hidden": [...]} or {"error": str}."""
+    with _LOCK:
+        cached = _RESULTS.get(id(ctx))
+    if cached and cached[0] is ctx:
+        return cached[1]
+    result = _run_probe(ctx)
+    with _LOCK:
+        if len(_RESULTS) > 32:
+            _RESULTS.clear()
+        _RESULTS[id(ctx)] = (ctx, result)
+    return result
+
+
+def _run_probe(ctx) -> dict:
+    reference = reference_source()
+    variants: list[tuple[str, str, str]] = [("reference", "reference", reference)] * REFERENCE_RUNS
+    variants += [("visible", label, mutate(reference, patches)) for label, patches in MUTANTS]
+    variants += [("hidden", label, mutate(reference, patches)) for label, patches in ctx.hidden.get("hidden_mutants", ())]
+    rng = random.SystemRandom()
+    rng.shuffle(variants)
+    token = f"{rng.getrandbits(64):016x}"  # so that no variant is byte- or AST-identical to the library's file
+    inputs = {f"v{i:02d}": np.array(f"# variant {token}\n{source}\n_VARIANT = {token!r}\n")
+              for i, (_, _, source) in enumerate(variants)}
+    result = ctx.probe("mutation_tests", inputs, args=("--tests", ctx.output(TESTS), "--timeout", str(RUN_TIMEOUT),
+                                                        "--budget", str(RUNS_BUDGET)),
+                       limits=Limits(wall_seconds=RUNS_BUDGET + 40))
+    if "error" in result:
+        return {"error": str(result["error"])}
+    runs = result.get("runs")
+    if not isinstance(runs, dict):
+        return {"error": "the test probe returned no runs"}
+    out: dict = {"reference": [], "visible": [], "hidden": []}
+    if not all(isinstance(runs.get(f"v{i:02d}"), dict) for i in range(len(variants))):
+        return {"error": "the test probe skipped a run"}
+    picked: list[tuple[str, str, dict]] = [(kind, label, runs[f"v{i:02d}"]) for i, (kind, label, _) in enumerate(variants)]
+    out["reference"] = [run for kind, _, run in picked if kind == "reference"]
+    slowest = max(_seconds(run, "cpu_seconds") for run in out["reference"])
+    for kind, label, run in picked:
+        if kind != "reference":
+            out[kind].append((label, _killed(run, slowest)))
+    return out
+
+
+def _seconds(run: dict, key: str = "seconds") -> float:
+    value = run.get(key, 0.0)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _killed(run: dict, reference_cpu: float) -> bool:
+    """A mutant is killed when a test fails or errors on it, the run crashes, or it hangs where the reference
+    ran quickly; a run never started (time budget spent) kills nothing."""
+    if run.get("not_run"):
+        return False
+    if run.get("timed_out"):
+        return reference_cpu < RUN_TIMEOUT / 4
+    return run.get("exit") != 0
+
+
+def _count(run: dict, key: str) -> int:
+    value = run.get(key, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _results(ctx) -> dict:
+    source = ctx.read_text(ctx.output(TESTS))  # Fail with a pointer when the file is missing
+    if not source.strip():
+        raise Fail(f"{ctx.output(TESTS)} is empty: the notebook should write your tests there")
+    result = _mutation_run(ctx)
+    if "error" in result:
+        raise Fail(f"running your tests failed: {result['error']}{ctx.why_missing()}")
+    return result
+
+
+def _tail(run: dict) -> str:
+    text = str(run.get("tail", "")).strip()
+    return f"\npytest said:\n{text[-1200:]}" if text else ""
+
+
+# --- checks -------------------------------------------------------------------------------------------
+
+
+@CHECKS.add(points=1, hint="Define test functions named test_… in the exercise strings; run the cell that writes "
+            "test_data.py and look at its pytest output.", section="1.5 From test_eq to pytest")
+def tests_collected(ctx):
+    """test_data.py exists and pytest collects at least 5 tests from it."""
+    run = _results(ctx)["reference"][0]
+    collected, errors = _count(run, "collected"), _count(run, "errors")
+    if run.get("timed_out"):
+        raise Fail(f"pytest on {TESTS} ran over {RUN_TIMEOUT} s: keep the tests small (no loops over big data)")
+    if errors and not collected:
+        raise Fail(f"pytest could not collect {TESTS} (a syntax error or an import that fails?){_tail(run)}")
+    if collected < MIN_TESTS:
+        raise Fail(f"pytest collected {collected} test(s) from {TESTS}; expected at least {MIN_TESTS} functions "
+                   f"named test_…{_tail(run)}")
+
+
+@CHECKS.add(points=1, depends=("tests_collected",),
+            hint="Every test must pass on the lesson's mlops_kit.data; make your own data in the test (tmp_path, "
+            "write_breast_cancer_csv), never rely on files of the notebook.",
+            section="1.5 From test_eq to pytest")
+def tests_pass_on_reference(ctx):
+    """Every test passes on the reference mlops_kit.data (run twice, in a fresh process each time)."""
+    for run in _results(ctx)["reference"]:
+        if run.get("timed_out") or run.get("not_run"):
+            raise Fail(f"pytest on {TESTS} did not finish within {RUN_TIMEOUT} s on the reference implementation")
+        if _seconds(run, "cpu_seconds") > REFERENCE_CPU_SECONDS:
+            raise Fail(f"one pytest run of {TESTS} used {_seconds(run, 'cpu_seconds'):.1f} s of CPU; the grader runs "
+                       f"your suite once per mutant, so keep one run under {REFERENCE_CPU_SECONDS} s (fewer seeds, "
+                       "smaller data)")
+        failed, errors, passed = _count(run, "failed"), _count(run, "errors"), _count(run, "passed")
+        if run.get("exit") != 0 or failed or errors:
+            names = ", ".join(map(str, run.get("failures", [])[:5])) or "see below"
+            raise Fail(f"on the reference implementation {passed} test(s) passed and {failed + errors} failed "
+                       f"({names}); a test that fails on correct code is a wrong test, fix the expectation"
+                       f"{_tail(run)}")
+
+
+def _score_mutants(ctx, kind: str, what: str):
+    source = ctx.read_text(ctx.output(TESTS))
+    found = SOURCE_READING.search(source)
+    if found:
+        raise Fail(f"{TESTS} inspects the implementation itself (found {found.group(0)!r}); mutation testing "
+                   "scores tests that call the functions and check their behaviour (results, errors), so "
+                   "remove the source/module introspection")
+    outcomes = _results(ctx)[kind]
+    if not outcomes:
+        raise Fail(f"the {what} are only run at grading")
+    killed = sum(1 for _, dead in outcomes if dead)
+    message = (f"your tests caught {killed} of {len(outcomes)} {what} (copies of mlops_kit/data.py with one "
+               "planted bug each)")
+    if killed == len(outcomes):
+        return Partial(1.0, message)
+    if killed == 0:
+        raise Fail(f"{message}: every test passed on every mutant, so the tests check too little. Assert on "
+                   "exact sizes, columns, errors, determinism and class shares")
+    return Partial(killed / len(outcomes), f"{message}; the others pass all your tests. For each function ask: "
+                   "what could a careless edit break that no assertion of mine would notice?")
+
+
+@CHECKS.add(points=6, depends=("tests_pass_on_reference",),
+            hint="Test every promise of each function's docstring and of the exercises: what it returns (exact "
+            "shapes, columns, values), what it raises, and what each argument changes.",
+            section="1.6 Mutation testing: who tests the tests?")
+def mutants_killed(ctx):
+    """Share of the planted bugs (mutants of mlops_kit/data.py) that make at least one of your tests fail."""
+    return _score_mutants(ctx, "visible", "mutants")
+
+
+@CHECKS.add(points=2, visible=False, depends=("tests_pass_on_reference",),
+            hint="Check every value you can compute by hand, and every argument and error type, not only a few "
+            "shapes.", section="1.6 Mutation testing: who tests the tests?")
+def hidden_mutants_killed(ctx):
+    """Share of a second, hidden set of mutants that your tests catch."""
+    if "hidden_mutants" not in ctx.hidden:
+        raise Fail("the hidden mutants are only run at grading")
+    return _score_mutants(ctx, "hidden", "hidden mutants")
