@@ -71,7 +71,7 @@ export: venv  ## regenerate mlops_kit/ from curriculum/ (nbdev_export) and clean
 	$(BIN)/nbdev_clean
 
 lock: venv  ## recompile requirements.txt from requirements.in (pip-tools)
-	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+	$(BIN)/pip-compile --quiet --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
 	  --output-file requirements.txt requirements.in
 	sed -i -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' requirements.txt
 
