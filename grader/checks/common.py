@@ -104,3 +104,47 @@ def require_close(reported: float, recomputed: float, name: str, tol: float) -> 
             f"you reported {name} = {reported:.6f}, but recomputing it from your saved model gives "
             f"{recomputed:.6f} (allowed difference {tol:g})"
         )
+
+
+# --- the course dataset at grading: public rows for the notebook, a holdout kept by the grader ---------
+
+
+def write_public_and_holdout(work, relative: str, share: float, seed: int):
+    """Split the course dataset into (public, holdout), stratified; write only `public` to `work/relative`."""
+    from sklearn.model_selection import train_test_split
+
+    from mlops_kit.data import breast_cancer_frame
+
+    frame = breast_cancer_frame()
+    public, holdout = train_test_split(frame, test_size=share, stratify=frame.target, random_state=seed)
+    public, holdout = public.reset_index(drop=True), holdout.reset_index(drop=True)
+    path = work / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    public.to_csv(path, index=False)
+    return public, holdout
+
+
+def write_dvc_pointer(csv) -> str:
+    """Write a DVC-style `<csv>.dvc` file beside `csv` (as `dvc add` would); return the CSV's md5."""
+    import hashlib
+
+    md5 = hashlib.md5(csv.read_bytes()).hexdigest()
+    csv.with_name(csv.name + ".dvc").write_text(
+        f"outs:\n- md5: {md5}\n  size: {csv.stat().st_size}\n  hash: md5\n  path: {csv.name}\n")
+    return md5
+
+
+def public_frame(ctx):
+    """The data the notebook was given: the grader's own copy when grading, the learner's CSV in a self-check."""
+    if "public" in ctx.hidden:
+        return ctx.hidden["public"]
+    return ctx.read_csv(ctx.params["data_path"])
+
+
+def seeded_split(ctx, test_size: float):
+    """The lab's reference split of `public_frame(ctx)` with the run's seed (week 1's `stratified_split`)."""
+    from mlops_kit.data import stratified_split
+
+    frame = public_frame(ctx)
+    return stratified_split(frame.drop(columns="target"), frame["target"], test_size=test_size,
+                            seed=int(ctx.params["seed"]))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.checks.common import Checks, Fail, Partial, require_close, require_keys, require_number
+from grader.checks.common import (Checks, Fail, Partial, public_frame, require_close, require_keys, require_number,
+                                  seeded_split, write_public_and_holdout)
 from grader.labs import Lab
 
 LAB = Lab(
@@ -38,33 +39,13 @@ CHECKS = Checks()
 
 def prepare(work: Path) -> tuple[dict, dict]:
     """Write the public CSV into the job's work dir; keep the holdout (and its labels) here."""
-    from sklearn.model_selection import train_test_split
-
-    from mlops_kit.data import breast_cancer_frame
-
-    frame = breast_cancer_frame()
-    public, holdout = train_test_split(frame, test_size=HOLDOUT_SHARE, stratify=frame.target,
-                                       random_state=HOLDOUT_SEED)
-    public = public.reset_index(drop=True)
-    (work / "data").mkdir(parents=True, exist_ok=True)
-    public.to_csv(work / "data" / "breast_cancer.csv", index=False)
+    public, holdout = write_public_and_holdout(work, "data/breast_cancer.csv", HOLDOUT_SHARE, HOLDOUT_SEED)
     params = {"seed": GRADING_SEED, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
-    return params, {"public": public, "holdout": holdout.reset_index(drop=True)}
-
-
-def _public(ctx):
-    """The data the notebook was given: the grader's own copy when grading, the CSV for a self-check."""
-    if "public" in ctx.hidden:
-        return ctx.hidden["public"]
-    return ctx.read_csv(ctx.params["data_path"])
+    return params, {"public": public, "holdout": holdout}
 
 
 def _split(ctx):
-    from mlops_kit.data import stratified_split
-
-    frame = _public(ctx)
-    X, y = frame.drop(columns="target"), frame["target"]
-    return stratified_split(X, y, test_size=TEST_SIZE, seed=int(ctx.params["seed"]))
+    return seeded_split(ctx, TEST_SIZE)
 
 
 def _probe(ctx) -> dict:
@@ -143,7 +124,7 @@ def preprocessing_in_pipeline(ctx):
         raise Fail("the pipeline has no fitted preprocessing step before the classifier (expected a "
                    f"StandardScaler); its steps are {[s['class'].rsplit('.', 1)[-1] for s in steps]}")
     seen = scalers[0]["n_samples_seen"]
-    total = len(_public(ctx))
+    total = len(public_frame(ctx))
     if seen == total:
         raise Fail(f"the scaler was fitted on all {total} rows (train + test): test data leaked into training")
     if seen != len(X_train):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.checks.common import Checks, Fail, Partial, require_keys, require_number
+from grader.checks.common import (Checks, Fail, Partial, require_keys, require_number, seeded_split,
+                                  write_dvc_pointer, write_public_and_holdout)
 from grader.labs import Lab
 
 LAB = Lab(
@@ -44,26 +45,12 @@ CHECKS = Checks()
 
 def prepare(work: Path) -> tuple[dict, dict]:
     """Public CSV tracked by a .dvc file inside a fresh git repository; the holdout and both versions stay here."""
-    import hashlib
-
-    from sklearn.model_selection import train_test_split
-
-    from mlops_kit.data import breast_cancer_frame
-
-    frame = breast_cancer_frame()
-    public, holdout = train_test_split(frame, test_size=HOLDOUT_SHARE, stratify=frame.target,
-                                       random_state=HOLDOUT_SEED)
-    public = public.reset_index(drop=True)
-    csv = work / DATA
-    csv.parent.mkdir(parents=True, exist_ok=True)
-    public.to_csv(csv, index=False)
-    md5 = hashlib.md5(csv.read_bytes()).hexdigest()
-    csv.with_name(csv.name + ".dvc").write_text(
-        f"outs:\n- md5: {md5}\n  size: {csv.stat().st_size}\n  hash: md5\n  path: {csv.name}\n")
+    public, holdout = write_public_and_holdout(work, DATA, HOLDOUT_SHARE, HOLDOUT_SEED)
+    md5 = write_dvc_pointer(work / DATA)
     (work / ".gitignore").write_text("/data/breast_cancer.csv\n/outputs/\n")
     sha = _git_commit(work)
     params = {"seed": GRADING_SEED, "data_path": DATA, "output_dir": "outputs"}
-    return params, {"public": public, "holdout": holdout.reset_index(drop=True), "git_sha": sha, "md5": md5}
+    return params, {"public": public, "holdout": holdout, "git_sha": sha, "md5": md5}
 
 
 def _git_commit(work: Path) -> str:
@@ -77,18 +64,8 @@ def _git_commit(work: Path) -> str:
     return done.stdout.strip()
 
 
-def _public(ctx):
-    if "public" in ctx.hidden:
-        return ctx.hidden["public"]
-    return ctx.read_csv(ctx.params["data_path"])
-
-
 def _split(ctx):
-    from mlops_kit.data import stratified_split
-
-    frame = _public(ctx)
-    return stratified_split(frame.drop(columns="target"), frame["target"], test_size=TEST_SIZE,
-                            seed=int(ctx.params["seed"]))
+    return seeded_split(ctx, TEST_SIZE)
 
 
 def _best(ctx) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.checks.common import Checks, Fail, Partial, require_keys
+from grader.checks.common import Checks, Fail, Partial, require_keys, seeded_split, write_dvc_pointer
 from grader.labs import Lab
 
 LAB = Lab(
@@ -71,27 +71,19 @@ HIDDEN_PROMOTE = (
 
 def prepare(work: Path) -> tuple[dict, dict]:
     """Public CSV with a DVC-style .dvc file beside it, so the card's data version is a real md5."""
-    import hashlib
-
     from mlops_kit.data import breast_cancer_frame
 
     frame = breast_cancer_frame()
     csv = work / DATA
     csv.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(csv, index=False)
-    md5 = hashlib.md5(csv.read_bytes()).hexdigest()
-    csv.with_name(csv.name + ".dvc").write_text(f"outs:\n- md5: {md5}\n  size: {csv.stat().st_size}\n"
-                                                f"  hash: md5\n  path: {csv.name}\n")
+    md5 = write_dvc_pointer(csv)
     params = {"seed": GRADING_SEED, "data_path": DATA, "output_dir": "outputs"}
     return params, {"public": frame, "md5": md5}
 
 
 def _split(ctx):
-    from mlops_kit.data import stratified_split
-
-    frame = ctx.hidden["public"] if "public" in ctx.hidden else ctx.read_csv(ctx.params["data_path"])
-    return stratified_split(frame.drop(columns="target"), frame["target"], test_size=TEST_SIZE,
-                            seed=int(ctx.params["seed"]))
+    return seeded_split(ctx, TEST_SIZE)
 
 
 def _registry(ctx) -> dict:
