@@ -22,10 +22,11 @@ class Execution:
 
     ok: bool
     seconds: float
-    error: str | None = None  # e.g. "answer-05 raised NotImplementedError: build the pipeline"
+    error: str | None = None  # e.g. "cell answer-05 raised NotImplementedError: build the pipeline"
     timed_out: bool = False
     out_of_memory: bool = False
     notes: list[str] = field(default_factory=list)
+    stopped: bool = True  # it ended early (time, memory, dead kernel); False: a cell raised, the rest ran
 
 
 def execute(notebook: dict, sandbox: Sandbox, parameters: dict, cell_timeout: int,
@@ -45,23 +46,36 @@ def execute(notebook: dict, sandbox: Sandbox, parameters: dict, cell_timeout: in
 
 
 def interpret(run: RunResult, notebook: dict, limits: Limits) -> Execution:
-    """Turn the sandbox's outcome and the runner's status line into an `Execution`."""
+    """Turn the sandbox's outcome and the runner's status line into an `Execution`.
+
+    The status line comes from inside the sandbox, so it only shapes messages, never points.
+    """
     notes = list(run.notes)
+    status = _status_line(run.stdout)
     if run.output_truncated:
-        notes.append("the notebook's process output was truncated")
+        notes.append("the notebook's process printed too much; its output was truncated")
+    if status and status.get("output_dropped"):
+        notes.append("the notebook's cell outputs exceeded the size limit; the rest were dropped")
     if run.timed_out:
         return Execution(False, run.seconds, f"the notebook ran out of time ({limits.wall_seconds:.0f} s for the "
                          "whole lab): look for an endless loop or a slow cell", timed_out=True, notes=notes)
-    status = _status_line(run.stdout)
+    if run.disk_exceeded:
+        return Execution(False, run.seconds, f"the notebook wrote too much to disk (limit "
+                         f"{limits.disk_bytes / 2**20:.0f} MB, {limits.disk_files} files) and was stopped",
+                         notes=notes)
+    if status is not None and status.get("ok"):
+        if run.out_of_memory:
+            notes.append("a process of the notebook was killed for using too much memory")
+        return Execution(True, run.seconds, notes=notes, stopped=False)
     if run.out_of_memory:
         return Execution(False, run.seconds, f"the notebook ran out of memory (limit "
                          f"{limits.memory_bytes / 2**30:.1f} GiB)", out_of_memory=True, notes=notes)
     if status is None:
-        detail = run.stderr.strip().splitlines()[-1:] or [f"exit status {run.returncode}"]
-        return Execution(False, run.seconds, f"the notebook's run ended abnormally ({detail[0][:300]})", notes=notes)
-    if status.get("ok"):
-        return Execution(True, run.seconds, notes=notes)
-    return Execution(False, run.seconds, _describe_error(status, notebook), notes=notes)
+        how = (f"killed by signal {run.signal}" if run.signal else f"exit status {run.returncode}")
+        return Execution(False, run.seconds, "the notebook's run was killed before it could finish "
+                         f"({how}): did the notebook kill its own processes?", notes=notes)
+    return Execution(False, run.seconds, _describe_error(status, notebook), notes=notes,
+                     stopped=status.get("stopped", True) is not False)
 
 
 def _status_line(stdout: str) -> dict | None:
@@ -76,12 +90,22 @@ def _status_line(stdout: str) -> dict | None:
 
 
 def _describe_error(status: dict, notebook: dict) -> str:
-    ename, evalue = str(status.get("ename", "Error")), str(status.get("evalue", ""))
+    ename, evalue = clean_text(str(status.get("ename", "Error"))), clean_text(str(status.get("evalue", "")))
     if ename == "DeadKernelError" or "Kernel died" in evalue:
         return "the kernel died (the notebook exited, was killed, or exhausted a limit)"
     if ename == "CellTimeoutError" or "timed out" in evalue.lower():
         return f"a cell ran out of time: {evalue[:200]}"
-    cell = status.get("cell_id")
-    message = f"{ename}: {evalue}".strip().rstrip(":")
-    return f"cell {cell} raised {message[:500]}" if isinstance(cell, str) else f"the notebook stopped: {message[:500]}"
+    cell, after = status.get("cell_id"), status.get("after")
+    message = f"{ename}: {evalue}".strip().rstrip(":")[:500]
+    if isinstance(cell, str):
+        return f"cell {clean_text(cell)} raised {message}"
+    if status.get("stopped") is False:
+        where = f"after {clean_text(after)}" if isinstance(after, str) else "at the top"
+        return f"a cell you added ({where}) raised {message}"
+    return f"the notebook stopped: {message}"
 
+
+def clean_text(text: str) -> str:
+    """Learner-controlled text made safe to store and show: no lone surrogates, no control characters."""
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return "".join(ch if ch in "\n\t" or (ch >= " " and not "\x7f" <= ch <= "\x9f") else "?" for ch in text)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -72,7 +74,8 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
                     f"this is the notebook of lab {found}, not of lab {lab.id}: submit labs/{lab.id}.ipynb"
                 )
         restored = assign.restore(submission, template)
-        limits = Limits(wall_seconds=lab.timeout, memory_bytes=getattr(lab_module, "MEMORY_BYTES", 3 * 2**30))
+        limits = Limits(wall_seconds=lab.timeout, memory_bytes=getattr(lab_module, "MEMORY_BYTES", 3 * 2**30),
+                        disk_bytes=getattr(lab_module, "DISK_BYTES", Limits.disk_bytes))
         sandbox = Sandbox(limits, isolate=isolate)
         try:
             work = sandbox.mount("work", writable=True)
@@ -82,12 +85,17 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
                           new_sandbox=lambda lim: Sandbox(lim, isolate=isolate))
             tests = judge(checks, ctx, include_hidden=include_hidden)
             if keep_dir:
-                _keep(work, keep_dir)
+                try:
+                    _keep(work, keep_dir)
+                except (OSError, shutil.Error) as err:  # keeping is a convenience; it never costs a grade
+                    execution.notes.append(f"the work directory could not be kept: {str(err)[:200]}")
         finally:
             sandbox.cleanup()
         notes = restored.notices + execution.notes
-        if not execution.ok:
+        if not execution.ok and execution.stopped:
             notes.insert(0, f"The notebook did not run to the end: {execution.error}")
+        elif not execution.ok:
+            notes.insert(0, f"A cell raised an error (the cells after it still ran): {execution.error}")
         if not isolate:
             notes.append("graded WITHOUT the sandbox (--no-sandbox)")
         return Result(score=sum(t.score for t in tests), execution_time=time.monotonic() - start,
@@ -104,14 +112,25 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
 
 def grade_batch(lab_module, paths: Iterable[Path], jobs: int = 1, on_result: Callable[[Result], None] | None = None,
                 **options) -> list[Result]:
-    """Grade many submissions, `jobs` sandboxes at a time; results come back in input order."""
+    """Grade many submissions, `jobs` sandboxes at a time; results come back in input order.
+
+    With `keep_dir`, each submission's work directory is kept in its own `keep_dir/NNN-<file stem>`.
+    """
     paths = list(paths)
     results: list[Result | None] = [None] * len(paths)
+    keep_root = options.pop("keep_dir", None)
+    lock = threading.Lock()
 
     def one(index: int) -> None:
-        results[index] = grade_notebook(lab_module, paths[index], **options)
+        keep = Path(keep_root) / f"{index:03d}-{Path(paths[index]).stem}" if keep_root else None
+        result = grade_notebook(lab_module, paths[index], keep_dir=keep, **options)
+        results[index] = result
         if on_result:
-            on_result(results[index])
+            with lock:  # callbacks (e.g. rewriting results.json) never run concurrently
+                try:
+                    on_result(result)
+                except Exception:  # a reporting failure must not stop the batch
+                    traceback.print_exc()
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(one, range(len(paths))))
@@ -123,7 +142,8 @@ def write_results(results: list[Result], path: Path, reveal_hidden: bool = False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     payload = [r.to_json(reveal_hidden) for r in results]
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+    tmp.write_text(text, encoding="utf-8", errors="replace")  # a lone surrogate must not lose the batch
     tmp.replace(path)
 
 
@@ -138,10 +158,26 @@ def _all_failed(checks, include_hidden: bool, message: str) -> list[CheckResult]
 
 
 def _keep(work: Path, dest: Path) -> None:
+    """Copy the work dir for inspection: regular files, directories, and links as links (never followed);
+    FIFOs, sockets and devices are skipped (opening a FIFO would block the grader)."""
+    import os
     import shutil
+    import stat
+
+    def special(directory: str, names: list[str]) -> set[str]:
+        skipped = set()
+        for name in names:
+            try:
+                mode = os.lstat(os.path.join(directory, name)).st_mode
+            except OSError:
+                skipped.add(name)
+                continue
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                skipped.add(name)
+        return skipped
 
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(work, dest, symlinks=True)
+    shutil.copytree(work, dest, symlinks=True, ignore=special)
 
 
 __all__ = ["Result", "grade_notebook", "grade_batch", "write_results", "asdict"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import sys
 import traceback
@@ -13,7 +14,7 @@ from typing import Callable
 
 from grader import collect
 from grader.checks.common import Check, Checks, Fail, Partial
-from grader.execute import TOOLS, Execution
+from grader.execute import TOOLS, Execution, clean_text
 from grader.labs import Lab
 from grader.sandbox import Limits, Sandbox
 
@@ -72,6 +73,8 @@ class Context:
     def why_missing(self) -> str:
         """A pointer to the notebook's own failure, appended to 'not found' messages."""
         if self.execution and not self.execution.ok and self.execution.error:
+            if not self.execution.stopped:
+                return f" — an earlier error may explain it: {self.execution.error}"
             return f" — the notebook did not finish: {self.execution.error}"
         return ""
 
@@ -138,13 +141,15 @@ def _run_one(check: Check, ctx: Context, done: dict[str, CheckResult]) -> CheckR
     try:
         outcome = check.func(ctx)
     except Fail as failure:
-        return CheckResult(score=0.0, status="failed", message=str(failure), **base)
+        return CheckResult(score=0.0, status="failed", message=clean_text(str(failure)), **base)
     except Exception:  # a bug in the check or a shape it did not foresee: never crash the batch
         detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
         return CheckResult(score=0.0, status="failed", message=f"the grader could not judge this ({detail}); "
                            "please report it to your instructor", **base)
     if isinstance(outcome, Partial):
-        fraction = min(max(float(outcome.fraction), 0.0), 1.0)
+        fraction = float(outcome.fraction)
+        fraction = min(max(fraction, 0.0), 1.0) if math.isfinite(fraction) else 0.0
         status = "passed" if fraction >= 1 else "partial" if fraction > 0 else "failed"
-        return CheckResult(score=round(check.points * fraction, 4), status=status, message=outcome.message, **base)
+        return CheckResult(score=round(check.points * fraction, 4), status=status,
+                           message=clean_text(str(outcome.message)), **base)
     return CheckResult(score=check.points, status="passed", message="", **base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -34,8 +35,10 @@ def read_submission(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> dict:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as handle:
         raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:  # it grew after the size check
+        raise NotebookError(f"the notebook is over the {max_bytes / 2**20:.0f} MB limit")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (some Windows editors add one) is not an error
     except UnicodeDecodeError as err:
         raise NotebookError(f"the file is not UTF-8 text (bad byte at offset {err.start}); is it a notebook?") from None
     try:
@@ -45,6 +48,10 @@ def read_submission(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> dict:
         raise NotebookError(
             f"the file is not valid notebook JSON{hint}: {err.msg} at line {err.lineno}, column {err.colno}"
         ) from None
+    except RecursionError:
+        raise NotebookError("the file is not a notebook: its JSON is nested far too deeply") from None
+    except ValueError as err:  # e.g. an integer with more digits than Python converts
+        raise NotebookError(f"the file is not valid notebook JSON: {err}"[:300]) from None
     return check_structure(nb)
 
 
@@ -53,8 +60,8 @@ def check_structure(nb: object) -> dict:
     if not isinstance(nb, dict):
         raise NotebookError("the file is JSON but not a notebook (expected an object with 'cells')")
     major = nb.get("nbformat")
-    if major != 4:
-        if isinstance(major, int) and major < 4:
+    if isinstance(major, bool) or major != 4:
+        if isinstance(major, int) and not isinstance(major, bool) and major < 4:
             raise NotebookError(
                 f"nbformat {major} notebooks are not supported: open it in JupyterLab and save it (nbformat 4)"
             )
@@ -84,6 +91,10 @@ def lab_id_of(nb: dict) -> str | None:
     return lab if isinstance(lab, str) else None
 
 
+_PYTHON_LINE = re.compile(r"^(import \w|from [\w.]+ import |def \w|class \w|print\(|#|\"\"\"|\'\'\'|@\w)",
+                          re.MULTILINE)
+
+
 def _looks_like_python(text: str) -> bool:
-    head = text.lstrip()[:200]
-    return head.startswith(("import ", "from ", "def ", "#", "print(", "class "))
+    """Python source (a script, `jupyter nbconvert --to script` output) rather than broken JSON."""
+    return bool(_PYTHON_LINE.search(text[:2000]))

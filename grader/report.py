@@ -50,22 +50,31 @@ def checks_html(title: str, results, notice: str = "", reveal_hidden: bool = Fal
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
+def _plain(text: str):
+    """Learner-controlled text for the terminal: no rich markup, no escape sequences, no lone surrogates."""
+    from rich.text import Text
+
+    from grader.execute import clean_text
+
+    return Text(clean_text(str(text)))
+
+
 def print_results(results, console=None) -> None:
-    """A rich table: one row per submission, then the checks of each."""
+    """A rich table: one row per submission, then the checks of each (learner text is never markup)."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     for res in results:
-        table = Table(title=f"{res.lab} — {res.submission}", title_justify="left")
+        table = Table(title=_plain(f"{res.lab} — {res.submission}"), title_justify="left")
         for column in ("check", "status", "points", "details"):
             table.add_column(column, overflow="fold")
         for t in res.tests:
-            table.add_row(t.name + ("" if t.visible else " (hidden)"), t.status, f"{t.score:g}/{t.max_score:g}",
-                          _message(t))
+            table.add_row(_plain(t.name + ("" if t.visible else " (hidden)")), _plain(t.status),
+                          f"{t.score:g}/{t.max_score:g}", _plain(_message(t)))
         console.print(table)
         if res.output:
-            console.print(res.output, markup=False, highlight=False)
+            console.print(_plain(res.output), markup=False, highlight=False)
         console.print(f"[bold]score {res.score:g}/{res.max_score:g}[/bold] ({res.execution_time:.1f} s)")
 
 
@@ -103,5 +112,5 @@ def write_html_report(results, path: Path, title: str = "mlops-course report", r
         "</body></html>"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    path.write_text(page, encoding="utf-8", errors="replace")
     return path

@@ -1,11 +1,12 @@
 """Run untrusted commands in a bubblewrap sandbox with limits; one fresh sandbox per job.
 
 Inside: no network (its own network namespace with loopback only), its own PID, IPC, UTS and
-user namespaces, no capabilities, a private /tmp and HOME, read-only system, Python and venv,
-and only the named mounts (`/sandbox/<name>`), of which only writable ones can be written.
-The grader's files, other submissions and the grader's environment variables are not there.
+user namespaces, no capabilities, a private /tmp, /var/tmp and HOME, a read-only root, system,
+Python and venv, and only the named mounts (`/sandbox/<name>`), of which only writable ones can be
+written. The grader's files, other submissions and the grader's environment variables are not there.
 Limits: wall clock (the whole process tree is killed), CPU seconds, memory and process count
-(a cgroup where one can be made, rlimits otherwise), file size, open files, captured output.
+(a cgroup where one can be made, rlimits otherwise), file size, open files, captured output (head
+and tail kept), and disk use of the writable mounts (polled each second; the job is killed beyond it).
 
 `isolate=False` runs the same command without bubblewrap (limits and a scrubbed environment
 still apply): for a learner's self-check on a machine without it, never for grading others.
@@ -17,6 +18,7 @@ import functools
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,9 @@ class Limits:
     pids: int = 256  # processes and threads of the whole job (cgroup pids.max)
     file_bytes: int = 256 * 2**20  # largest file it may write (RLIMIT_FSIZE)
     open_files: int = 1024  # RLIMIT_NOFILE
-    output_bytes: int = 1 * 2**20  # stdout and stderr kept, each; the rest is drained and dropped
+    output_bytes: int = 1 * 2**20  # stdout and stderr kept, each (its head, and its last 64 KB); rest dropped
+    disk_bytes: int = 2 * 2**30  # all writable mounts together; the job is killed beyond it (polled 1/s)
+    disk_files: int = 100_000  # files and directories in the writable mounts together
 
 
 @dataclass
@@ -55,6 +59,7 @@ class RunResult:
     timed_out: bool = False
     out_of_memory: bool = False
     output_truncated: bool = False
+    disk_exceeded: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -120,13 +125,27 @@ class Sandbox:
                                 stderr=subprocess.PIPE, start_new_session=True,
                                 env=_host_env_for_launch(), cwd=self.root)
         out, err = _Drain(proc.stdout, limits.output_bytes), _Drain(proc.stderr, limits.output_bytes)
-        timed_out = False
+        timed_out = disk_exceeded = False
+        writable = [host for host, rw in self.mounts.values() if rw]
+        deadline = start + timeout
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc.pid)
-            proc.wait()
+            while True:
+                try:
+                    proc.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        timed_out = True
+                        break
+                    if writable and _over_disk(writable, limits):
+                        disk_exceeded = True
+                        notes.append(f"the job wrote more than {limits.disk_bytes / 2**20:.0f} MB or "
+                                     f"{limits.disk_files} files and was stopped")
+                        break
+            if timed_out or disk_exceeded:
+                _kill_group(proc.pid)
+                cgroup.kill()
+                proc.wait()
         finally:
             _kill_group(proc.pid)
             out_of_memory = cgroup.oom_killed()
@@ -135,10 +154,19 @@ class Sandbox:
         return RunResult(
             returncode=proc.returncode, stdout=out.text(), stderr=err.text(),
             seconds=time.monotonic() - start, timed_out=timed_out, out_of_memory=out_of_memory,
-            output_truncated=out.truncated or err.truncated, notes=notes,
+            output_truncated=out.truncated or err.truncated, disk_exceeded=disk_exceeded, notes=notes,
         )
 
     def cleanup(self) -> None:
+        """Remove the job's files, even directories the job made unwritable (links are never followed)."""
+        for directory, subdirs, _ in os.walk(self.root):
+            for name in subdirs:
+                path = os.path.join(directory, name)
+                try:
+                    if stat.S_ISDIR(os.lstat(path).st_mode):  # a real directory, not a link to a host one
+                        os.chmod(path, 0o700)
+                except OSError:
+                    pass
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "Sandbox":
@@ -198,14 +226,16 @@ class Sandbox:
         (etc_dir / "group").write_text(f"learner:x:{SANDBOX_UID}:\n")
         args += ["--ro-bind", str(etc_dir / "passwd"), "/etc/passwd",
                  "--ro-bind", str(etc_dir / "group"), "/etc/group"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+                 "--tmpfs", "/home", "--dir", INSIDE_HOME, "--dir", "/sandbox"]
+        # after the private /tmp and /home, so a checkout under /tmp or /home stays visible
         for prefix in sorted({os.path.realpath(sys.base_prefix), sys.base_prefix, sys.prefix}):
             args += ["--ro-bind", prefix, prefix]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home",
-                 "--dir", INSIDE_HOME, "--dir", "/sandbox"]
         for name, (host, writable) in self.mounts.items():
             args += ["--bind" if writable else "--ro-bind", str(host), self.path(name)]
         for extra in _library_dirs():
             args += ["--ro-bind", extra, extra]
+        args += ["--remount-ro", "/"]  # bwrap's root (a tmpfs holding the mount points) is no scratch space
         args += ["--chdir", self.path(cwd), "--clearenv"]
         for key, value in env.items():
             args += ["--setenv", key, value]
@@ -231,6 +261,29 @@ def _host_env_for_launch() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
+def _over_disk(roots: list[Path], limits: Limits) -> bool:
+    """Whether the writable mounts together hold more than the disk limits allow (links are not followed)."""
+    used = count = 0
+    stack = [str(r) for r in roots]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    count += 1
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    used += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    if used > limits.disk_bytes or count > limits.disk_files:
+                        return True
+        except OSError:
+            continue
+    return False
+
+
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -239,25 +292,39 @@ def _kill_group(pid: int) -> None:
 
 
 class _Drain(threading.Thread):
-    """Reads a pipe to its end, keeping at most `limit` bytes."""
+    """Reads a pipe to its end, keeping its first `limit` bytes and its last `TAIL` bytes.
+
+    The tail survives a flood, so a status line written last is never lost.
+    """
+
+    TAIL = 64 * 1024
 
     def __init__(self, pipe, limit: int):
         super().__init__(daemon=True)
         self.pipe, self.limit, self.chunks, self.kept, self.truncated = pipe, limit, [], 0, False
+        self.tail = bytearray()
         self.start()
 
     def run(self) -> None:
         while chunk := self.pipe.read1(65536):
             if self.kept < self.limit:
-                chunk = chunk[: self.limit - self.kept]
-                self.chunks.append(chunk)
-                self.kept += len(chunk)
-            else:
+                head = chunk[: self.limit - self.kept]
+                self.chunks.append(head)
+                self.kept += len(head)
+                chunk = chunk[len(head):]
+            if chunk:
                 self.truncated = True
+                self.tail += chunk
+                if len(self.tail) > 2 * self.TAIL:
+                    del self.tail[: len(self.tail) - self.TAIL]
         self.pipe.close()
 
     def text(self) -> str:
-        return b"".join(self.chunks).decode("utf-8", errors="replace")
+        head = b"".join(self.chunks).decode("utf-8", errors="replace")
+        if not self.truncated:
+            return head
+        tail = bytes(self.tail[-self.TAIL:]).decode("utf-8", errors="replace")
+        return f"{head}\n[... output dropped ...]\n{tail}"
 
 
 class _Cgroup:
@@ -320,6 +387,19 @@ class _Cgroup:
             return int((self.dirs[0] / "memory.failcnt").read_text()) > 0 and False
         except (OSError, ValueError):
             return False
+
+    def kill(self) -> None:
+        """SIGKILL every process still in the job's cgroup (ones that left the process group too)."""
+        for path in self.dirs[:1]:
+            try:
+                pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+            except OSError:
+                continue
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def destroy(self) -> None:
         for path in self.dirs:

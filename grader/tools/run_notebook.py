@@ -5,13 +5,18 @@ the first error is what the status line reports.
 
 Runs inside the sandbox (`python -I run_notebook.py ...`): it must not import the grader.
 The status line is informational only: every point is earned from outputs the grader checks itself.
+It goes to a private copy of stdout; the kernel's own stdout is /dev/null, so a notebook that floods
+or forges the process output cannot bury or replace it (it could still try through /proc; the runner
+makes itself non-dumpable to close that door too, where prctl is available).
 """
 
 import argparse
 import json
+import os
 import sys
 
 STATUS = "MLOPS-RUNNER-STATUS "
+STATE = {"dropped": False}
 
 
 def cap_outputs(max_bytes: int) -> None:
@@ -26,7 +31,7 @@ def cap_outputs(max_bytes: int) -> None:
         size = len(json.dumps(msg.get("content", {}), default=str))
         if size > state["left"]:
             if not state["noted"]:
-                state["noted"] = True
+                state["noted"] = STATE["dropped"] = True
                 outs.append(nbformat.v4.new_output(
                     "stream", name="stderr",
                     text=f"\n[mlops-grade: output beyond {max_bytes // 1024} KB was dropped]\n"))
@@ -37,19 +42,50 @@ def cap_outputs(max_bytes: int) -> None:
     nbclient.client.NotebookClient.output = output
 
 
+def _mlops_id(cell) -> str | None:
+    meta = cell.get("metadata", {}).get("mlops", {}) if isinstance(cell, dict) else None
+    value = meta.get("id") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def first_error_cell(path: str):
-    """(cell id, error name, error value) of the first cell with an error output in the executed notebook."""
+    """Where the first error output of the executed notebook is, and what it says (None if none).
+
+    {"cell_id": the lab cell's id, or None for a cell the learner added, "after": the id of the lab cell
+    before an added one, "ename", "evalue"}. `SystemExit` with status 0 or none is not an error.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             cells = json.load(handle)["cells"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    for cell in cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error" and not (out.get("ename") == "SystemExit" and out.get("evalue") in ("", "0")):
-                meta = cell.get("metadata", {}).get("mlops", {})
-                return (meta.get("id") if isinstance(meta, dict) else None), out.get("ename"), out.get("evalue")
+    after = None
+    for cell in cells if isinstance(cells, list) else []:
+        cell_id = _mlops_id(cell)
+        for out in cell.get("outputs", []) if isinstance(cell, dict) else []:
+            clean_exit = out.get("ename") == "SystemExit" and out.get("evalue") in ("", "0", "None")
+            if out.get("output_type") == "error" and not clean_exit:
+                return {"cell_id": cell_id, "after": after, "ename": str(out.get("ename")),
+                        "evalue": str(out.get("evalue"))[:2000]}
+        if cell_id:
+            after = cell_id
     return None
+
+
+def private_status_stream():
+    """A private copy of stdout for the status line; fd 1 becomes /dev/null for the kernel we start."""
+    status = os.fdopen(os.dup(1), "w", encoding="utf-8")  # os.dup: not inherited by the kernel
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0: /proc/<pid>/fd closed
+    except (OSError, AttributeError):
+        pass
+    return status
 
 
 def main() -> None:
@@ -61,6 +97,7 @@ def main() -> None:
     parser.add_argument("--cell-timeout", type=int, default=120)
     parser.add_argument("--max-output-bytes", type=int, default=2 * 2**20)
     args = parser.parse_args()
+    status_stream = private_status_stream()
     cap_outputs(args.max_output_bytes)
     import papermill
 
@@ -70,14 +107,20 @@ def main() -> None:
             args.input, args.output, parameters=json.loads(args.parameters), cwd=args.cwd,
             kernel_name="python3", execution_timeout=args.cell_timeout, progress_bar=False,
             log_output=False, report_mode=False, allow_errors=True,
+            iopub_timeout=30,  # nbclient waits 4 s for a cell's last output by default: too short under load
         )
     except papermill.PapermillExecutionError as err:
-        cell_id, ename, evalue = first_error_cell(args.output) or (None, err.ename, err.evalue)
-        status = {"ok": False, "cell_id": cell_id, "ename": ename, "evalue": str(evalue)[:2000]}
+        found = first_error_cell(args.output)
+        if found:
+            status = {"ok": False, "stopped": False, **found}
+        elif err.ename != "SystemExit":  # SystemExit(0) alone is a clean exit of the cell, not an error
+            status = {"ok": False, "stopped": False, "cell_id": None, "after": None, "ename": str(err.ename),
+                      "evalue": str(err.evalue)[:2000]}
     except BaseException as err:  # kernel died, cell timeout, bad notebook: report, never hang
-        status = {"ok": False, "ename": type(err).__name__, "evalue": str(err)[:2000]}
-    sys.stdout.write("\n" + STATUS + json.dumps(status) + "\n")
-    sys.stdout.flush()
+        status = {"ok": False, "stopped": True, "ename": type(err).__name__, "evalue": str(err)[:2000]}
+    status["output_dropped"] = STATE["dropped"]
+    status_stream.write("\n" + STATUS + json.dumps(status) + "\n")
+    status_stream.flush()
 
 
 if __name__ == "__main__":
