@@ -15,8 +15,11 @@ class CollectError(Exception):
     """An expected output is missing or unsafe; the message says which and why."""
 
 
-def safe_open_bytes(root: Path, relative: str, max_bytes: int) -> bytes:
-    """The bytes of the regular file `root/relative`, refusing links, non-files and oversize files."""
+def safe_open_bytes(root: Path, relative: str, max_bytes: int, read: bool = True) -> bytes:
+    """The bytes of the regular file `root/relative`, refusing links, non-files and oversize files.
+
+    With `read=False` it only verifies that such a file is there (any size) and returns b"".
+    """
     parts = Path(relative).parts
     if not parts or Path(relative).is_absolute() or ".." in parts:
         raise CollectError(f"{relative}: not a path inside the work directory")
@@ -39,6 +42,8 @@ def safe_open_bytes(root: Path, relative: str, max_bytes: int) -> bytes:
                 continue
             if not stat.S_ISREG(info.st_mode):
                 raise CollectError(f"{relative} is not a regular file")
+            if not read:
+                return b""
             if info.st_size > max_bytes:
                 raise CollectError(f"{relative} is {info.st_size} bytes, over the {max_bytes}-byte limit")
             file_fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
@@ -50,8 +55,9 @@ def safe_open_bytes(root: Path, relative: str, max_bytes: int) -> bytes:
 
 
 def exists(root: Path, relative: str) -> bool:
+    """Whether `root/relative` is a regular file reached without links (it is not read)."""
     try:
-        safe_open_bytes(root, relative, 2**40)
+        safe_open_bytes(root, relative, 0, read=False)
         return True
     except CollectError:
         return False

@@ -67,15 +67,6 @@ def _project(ctx, name: str = "") -> str:
     return ctx.output(f"{PROJECT}/{name}" if name else PROJECT)
 
 
-def _exists(ctx, relative: str) -> bool:
-    """Whether a regular file is there (ctx.exists reads with a 1 TiB cap, which raises MemoryError)."""
-    try:
-        ctx.read_text(relative)
-        return True
-    except Fail:
-        return False
-
-
 def _probe_csv(ctx) -> str:
     """The CSV the installed command runs on: the grader's own when grading, the notebook's for a self-check."""
     return ctx.hidden.get("probe_csv") or ctx.read_text(ctx.params["data_path"])
@@ -165,7 +156,7 @@ def package_layout(ctx):
     if not isinstance(entry, str) or not entry.startswith(f"{PACKAGE}.cli:"):
         raise Fail(f'[project.scripts] must declare {SCRIPT} = "{PACKAGE}.cli:app"; found scripts = {scripts!r}')
     for name in ("__init__.py", "cli.py"):
-        if not _exists(ctx, _project(ctx, f"src/{PACKAGE}/{name}")):
+        if not ctx.exists(_project(ctx, f"src/{PACKAGE}/{name}")):
             raise Fail(f"{_project(ctx, f'src/{PACKAGE}/{name}')} was not found: the package lives in "
                        f"src/{PACKAGE}/ (the src layout){ctx.why_missing()}")
 

@@ -87,15 +87,6 @@ def _bytes(ctx, relative: str, max_bytes: int = 50 * 2**20) -> bytes:
         raise Fail(f"{err}{ctx.why_missing()}") from None
 
 
-def _exists(ctx, relative: str) -> bool:
-    """Whether `relative` is a regular file in the work dir (without reading a big one whole)."""
-    try:
-        collect.safe_open_bytes(ctx.work, relative, 1)
-    except collect.CollectError as err:
-        return "-byte limit" in str(err)
-    return True
-
-
 def _md5(ctx, relative: str) -> str:
     return hashlib.md5(_bytes(ctx, relative)).hexdigest()
 
@@ -226,7 +217,7 @@ def _tail(text: object, lines: int = 6) -> str:
             section="4.7 DVC: version the data, declare the stages, reproduce")
 def data_versioned(ctx):
     """The project is a DVC project and data/raw.csv.dvc versions the exact CSV given at data_path."""
-    if not _exists(ctx, _project(ctx, ".dvc/config")):
+    if not ctx.exists(_project(ctx, ".dvc/config")):
         raise Fail(f"{_project(ctx, '.dvc/config')} was not found: run `dvc init` in {_project(ctx)} "
                    f"(exercise 1){ctx.why_missing()}")
     versioned = _versioned_md5(ctx)
@@ -323,10 +314,10 @@ def pipeline_ran(ctx):
     for name, outs in _lock_outs(lock).items():
         for path, digest in outs.items():
             relative = f"{_project(ctx)}/{path}"
-            if _exists(ctx, relative) and _md5(ctx, relative) != digest:
+            if ctx.exists(relative) and _md5(ctx, relative) != digest:
                 raise Fail(f"{path} differs from the md5 that dvc.lock records for stage {name}: the file was "
                            "changed after `dvc repro`; rerun it rather than editing outputs")
-            if not _exists(ctx, relative) and not str(digest).endswith(".dir"):
+            if not ctx.exists(relative) and not str(digest).endswith(".dir"):
                 raise Fail(f"dvc.lock lists {path} (stage {name}), but the project has no such file")
     raw_deps = {os.path.normpath(str(d.get("path"))): d.get("md5") for d in lock["validate"].get("deps") or []
                 if isinstance(d, dict)}
@@ -351,7 +342,7 @@ def data_pushed(ctx):
     digest = _versioned_md5(ctx)
     remote = _remote_dir(ctx)
     entry = f"{remote}/files/md5/{digest[:2]}/{digest[2:]}"
-    if not _exists(ctx, entry):
+    if not ctx.exists(entry):
         raise Fail(f"the remote {remote} does not hold the raw data (expected {entry}): run `dvc push` in the "
                    "project after `dvc add`")
 
