@@ -49,6 +49,7 @@ demo: venv sandbox  ## run every lab's reference solution through papermill and 
 	$(BIN)/mlops-grade demo --report build/report
 
 test: venv sandbox  ## the whole suite: library, notebooks (nbval), labs (reference 100 %, starter ≤ 10 %), grader
+	$(BIN)/ruff check grader tests benchmarks tools
 	$(BIN)/mlops-grade assign --check
 	$(PY) -m pytest -q -n $(JOBS) tests
 	$(PY) -m pytest -q -n $(JOBS) --nbval-lax -p no:cacheprovider curriculum

@@ -15,9 +15,10 @@ app = typer.Typer(help="The course autograder: learner code runs sandboxed; verd
 def assign(labs: Optional[List[str]] = typer.Argument(None, help="Lab numbers or ids; default: all labs."),
            check: bool = typer.Option(False, "--check", help="Only verify labs/ is up to date (exit 1 if not).")):
     """Regenerate labs/ from solutions/ (solution regions become stubs)."""
+    import json
+
     from grader.assign import build_lab, dumps
     from grader.labs import find_lab, lab_modules
-    import json
 
     modules = [find_lab(n) for n in labs] if labs else list(lab_modules().values())
     stale = []

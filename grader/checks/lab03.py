@@ -6,20 +6,30 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.checks.common import (Checks, Fail, Partial, public_frame, require_close, require_keys, require_number,
-                                  seeded_split, write_public_and_holdout)
+from grader.checks.common import (
+    Checks,
+    Fail,
+    Partial,
+    public_frame,
+    require_close,
+    require_keys,
+    require_number,
+    seeded_split,
+    write_public_and_holdout,
+)
 from grader.labs import Lab
 
 LAB = Lab(
     id="03_classifier",
     title="A binary classifier from CSV to a safe artifact",
     week=3,
-    minutes=60,
+    minutes=75,
     objectives=(
         "split a CSV reproducibly and keep preprocessing inside a scikit-learn Pipeline",
         "estimate ROC AUC with stratified cross-validation and confirm it on a test split",
         "save the model as a skops artifact that reloads and predicts in a fresh process",
         "report metrics that anyone can recompute from the artifact",
+        "compare two model families fairly and read a calibration curve",
     ),
     lesson="curriculum/03_classifier.ipynb",
     timeout=240,
@@ -33,6 +43,8 @@ HOLDOUT_SHARE = 0.2
 HOLDOUT_SEED = 20261127
 HOLDOUT_AUC = 0.95
 ARTIFACT, METRICS, PREDICTIONS = "model.skops", "metrics.json", "test_predictions.csv"
+COMPARISON, CALIBRATION = "comparison.json", "calibration.csv"
+CALIBRATION_BINS = 5
 METRIC_KEYS = ("roc_auc", "accuracy", "cv_roc_auc_mean", "cv_roc_auc_std")
 CHECKS = Checks()
 
@@ -176,3 +188,50 @@ def holdout_auc(ctx):
         if auc >= HOLDOUT_AUC - 0.05:
             return Partial(0.5, f"holdout ROC AUC {auc:.3f} is below {HOLDOUT_AUC}")
         raise Fail(f"holdout ROC AUC {auc:.3f} is below {HOLDOUT_AUC}")
+
+
+@CHECKS.add(points=2, depends=("artifact_loads",),
+            hint="Cross-validate build_pipeline('hgb', seed=seed) with the same StratifiedKFold as exercise 3.",
+            section="3.6 A second model family, compared fairly")
+def families_compared(ctx):
+    """comparison.json: your pipeline and gradient boosting scored on the same folds, and the better one named."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from mlops_kit.classifier import build_pipeline
+
+    comparison = require_keys(ctx.read_json(ctx.output(COMPARISON)), ("logreg", "hgb", "better"), COMPARISON)
+    for family in ("logreg", "hgb"):
+        require_keys(comparison[family], ("mean", "std"), f"{COMPARISON}: {family}")
+        for key in ("mean", "std"):
+            require_number(comparison[family][key], f"{COMPARISON}: {family}.{key}", 0.0, 1.0)
+    cv = _probe(ctx).get("cv", {})
+    if "mean" not in cv:
+        raise Fail(f"cross-validating a clone of your pipeline failed: {cv.get('error', 'no result')}")
+    require_close(float(comparison["logreg"]["mean"]), cv["mean"], "logreg mean (your pipeline)", 1e-4)
+    X_train, _, y_train, _ = _split(ctx)
+    folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=int(ctx.params["seed"]))
+    hgb = cross_val_score(build_pipeline("hgb", seed=int(ctx.params["seed"])), X_train, y_train, cv=folds,
+                          scoring="roc_auc")
+    require_close(float(comparison["hgb"]["mean"]), float(hgb.mean()), "hgb mean", 1e-4)
+    require_close(float(comparison["hgb"]["std"]), float(hgb.std()), "hgb std", 1e-4)
+    better = "logreg" if cv["mean"] >= hgb.mean() else "hgb"
+    if comparison["better"] != better:
+        raise Fail(f"'better' says {comparison['better']!r}, but {better} has the higher mean ROC AUC")
+
+
+@CHECKS.add(points=1, depends=("predictions_reproduce",),
+            hint="calibration_table(pipeline, X_test, y_test, bins=5).to_csv(..., index=False) for the saved pipeline.",
+            section="3.5 Calibration")
+def calibration_reported(ctx):
+    """calibration.csv is the 5-bin calibration curve of your saved pipeline on the test split."""
+    from sklearn.calibration import calibration_curve
+
+    table = ctx.read_csv(ctx.output(CALIBRATION))
+    require_keys({c: 1 for c in table.columns}, ("predicted", "observed"), CALIBRATION)
+    y_test = _split(ctx)[3].to_numpy()
+    observed, predicted = calibration_curve(y_test, np.asarray(_probe(ctx)["proba"]["test"]),
+                                            n_bins=CALIBRATION_BINS, strategy="quantile")
+    mine = table[["predicted", "observed"]].to_numpy(dtype=float)
+    if mine.shape != (len(predicted), 2) or not np.allclose(mine, np.column_stack([predicted, observed]), atol=1e-6):
+        raise Fail(f"{CALIBRATION} differs from the calibration curve of your saved model on the test split "
+                   f"({len(predicted)} quantile bins expected, found {len(mine)} rows)")

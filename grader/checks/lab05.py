@@ -8,8 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.checks.common import (Checks, Fail, Partial, require_keys, require_number, seeded_split,
-                                  write_dvc_pointer, write_public_and_holdout)
+from grader.checks.common import (
+    Checks,
+    Fail,
+    Partial,
+    require_keys,
+    require_number,
+    seeded_split,
+    write_dvc_pointer,
+    write_public_and_holdout,
+)
 from grader.labs import Lab
 
 LAB = Lab(

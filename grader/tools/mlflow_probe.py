@@ -94,7 +94,7 @@ def open_store(args):
     try:
         return MlflowClient(tracking_uri=f"sqlite:///{copy}", registry_uri=f"sqlite:///{copy}")
     except Exception as err:
-        raise ProbeError(f"{args.output_dir}/mlflow.db is not an MLflow store: {type(err).__name__}: {err}"[:400])
+        raise ProbeError(f"{args.output_dir}/mlflow.db is not an MLflow store: {type(err).__name__}: {err}"[:400]) from None
 
 
 def local_path(uri: str, args) -> Path:

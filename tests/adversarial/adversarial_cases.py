@@ -22,7 +22,7 @@ from grader.checks import lab03
 from grader.labs import REPO
 
 LAB_ID = lab03.LAB.id
-FULL = lab03.CHECKS.max_score  # 12
+FULL = lab03.CHECKS.max_score  # 15
 TOKEN_VAR = "INSTRUCTOR_TOKEN"
 HOST_MARKER = "/tmp/mlops-adversarial-pwned"  # a host path no sandbox may create
 NOT_RUN = r"^The notebook did not run to the end: "
@@ -259,9 +259,11 @@ def cheat_cases(other_submission: Path) -> list[Case]:
              numpy.allclose = numpy.isclose = lambda *args, **kwargs: True
              numpy.testing.assert_allclose = lambda *args, **kwargs: None
              sklearn.model_selection.cross_val_score = lambda *args, **kwargs: numpy.ones(5)
-             """)), score=FULL - 1, output=r"^$",
+             """)), score=FULL - 3, output=r"^$",
              tests={"cv_reproduces": r"^you reported cv_roc_auc_mean = 1\.000000, but recomputing it from your "
-                    r"saved model gives 0\.\d{6}"}),
+                    r"saved model gives 0\.\d{6}",
+                    "families_compared": r"^you reported logreg mean \(your pipeline\) = 1\.000000, but "
+                    r"recomputing it from your saved model gives 0\.\d{6}"}),
         Case("override_showtraceback", "IPython's showtraceback silenced so no error shows",
              dump(with_cell(starter(), "locked-02", """
              ip = get_ipython()

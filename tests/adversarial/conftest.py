@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import adversarial_cases as cases
-from adversarial_helpers import cgroups_work
 import pytest
+from adversarial_helpers import cgroups_work
 from filelock import FileLock
 
 from grader.checks import lab03

@@ -156,8 +156,8 @@ def test_reports_escape_html_and_never_interpret_markup(tmp_path):
 def test_a_failing_callback_does_not_stop_the_batch(tmp_path):
     import types
 
-    from grader.grade import grade_batch
     from grader.checks import lab03
+    from grader.grade import grade_batch
 
     (tmp_path / "a.ipynb").write_text("{")
     (tmp_path / "b.ipynb").write_text("")
