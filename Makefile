@@ -52,7 +52,7 @@ test: venv sandbox  ## the whole suite: library, notebooks (nbval), labs (refere
 	$(BIN)/ruff check grader tests benchmarks tools
 	$(BIN)/mlops-grade assign --check
 	$(PY) -m pytest -q -n $(JOBS) tests
-	$(PY) -m pytest -q -n $(JOBS) --nbval-lax -p no:cacheprovider curriculum
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --nbval-lax -p no:cacheprovider curriculum
 
 test-fast: venv  ## the suite without notebook-executing tests
 	$(PY) -m pytest -q -m "not slow" tests
