@@ -17,6 +17,8 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# the venv's tools (dvc, mlflow, jupyter) for every recipe and the notebooks they run, activated or not
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # pip prints one harmless warning per package for this machine's extra local indexes: hide those lines only.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true

@@ -227,9 +227,12 @@ if __name__ == "__main__" and "__file__" in globals():  # `python -m mlops_kit.p
 # %% ../curriculum/04_data_pipeline.ipynb #c6fdce8c
 def dvc_env() -> dict[str, str]:
     """The environment for DVC commands: analytics off, a writable site cache (/var/tmp is read-only when graded)."""
+    import sys
     import tempfile
 
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    # the venv's bin first, so `dvc` is found even when the venv is not activated
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("DVC_SITE_CACHE_DIR", str(Path(tempfile.gettempdir()) / "dvc-site-cache"))
     return env
 
