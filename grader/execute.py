@@ -16,6 +16,10 @@ SUBMISSION_NAME = "submission.ipynb"
 EXECUTED_NAME = ".executed.ipynb"
 
 
+class SandboxStartError(RuntimeError):
+    """The sandbox could not start the runner: a grader or machine problem, never the learner's."""
+
+
 @dataclass
 class Execution:
     """How the notebook's run went, in words a learner can act on."""
@@ -70,6 +74,9 @@ def interpret(run: RunResult, notebook: dict, limits: Limits) -> Execution:
     if run.out_of_memory:
         return Execution(False, run.seconds, f"the notebook ran out of memory (limit "
                          f"{limits.memory_bytes / 2**30:.1f} GiB)", out_of_memory=True, notes=notes)
+    if status is None and (run.stderr.startswith("bwrap: ") or run.returncode in (97, 126, 127)):
+        # the sandbox itself did not start (bubblewrap, prlimit or the cgroup join failed): the grader's fault
+        raise SandboxStartError(f"the sandbox did not start: {run.stderr.strip()[:300] or run.returncode}")
     if status is None:
         how = (f"killed by signal {run.signal}" if run.signal else f"exit status {run.returncode}")
         return Execution(False, run.seconds, "the notebook's run was killed before it could finish "

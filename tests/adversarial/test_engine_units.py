@@ -170,3 +170,15 @@ def test_a_failing_callback_does_not_stop_the_batch(tmp_path):
     module = types.SimpleNamespace(LAB=lab03.LAB, CHECKS=lab03.CHECKS, prepare=lab03.prepare)
     results = grade_batch(module, [tmp_path / "a.ipynb", tmp_path / "b.ipynb"], jobs=2, on_result=explode)
     assert [r.status for r in results] == ["rejected", "rejected"] and len(seen) == 2
+
+
+@pytest.mark.parametrize("stderr, returncode", [
+    ("bwrap: execvp /x/.venv/bin/python: No such file or directory\n", 1),
+    ("", 97),  # the cgroup join in the launcher failed
+    ("sh: 1: prlimit: not found\n", 127),
+])
+def test_a_sandbox_that_never_started_is_the_graders_failure(stderr, returncode):
+    from grader.execute import SandboxStartError
+
+    with pytest.raises(SandboxStartError, match="the sandbox did not start"):
+        interpret(_run("", returncode=returncode, stderr=stderr), {}, LIMITS)
