@@ -97,11 +97,11 @@ def require_number(value: object, name: str, low: float = -math.inf, high: float
     return float(value)
 
 
-def require_close(reported: float, recomputed: float, name: str, tol: float) -> None:
-    """A reported number must agree with the grader's recomputation within `tol`."""
+def require_close(reported: float, recomputed: float, name: str, tol: float, source: str = "your saved model") -> None:
+    """A reported number must agree with the grader's recomputation (from `source`) within `tol`."""
     if abs(reported - recomputed) > tol:
         raise Fail(
-            f"you reported {name} = {reported:.6f}, but recomputing it from your saved model gives "
+            f"you reported {name} = {reported:.6f}, but recomputing it from {source} gives "
             f"{recomputed:.6f} (allowed difference {tol:g})"
         )
 
