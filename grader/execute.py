@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.launch import GraderTimeout, launch, starved
 from grader.sandbox import Limits, RunResult, Sandbox
 
-TOOLS = Path(__file__).parent / "tools"
 STATUS = "MLOPS-RUNNER-STATUS "
 SUBMISSION_NAME = "submission.ipynb"
 EXECUTED_NAME = ".executed.ipynb"
@@ -38,14 +36,11 @@ def execute(notebook: dict, sandbox: Sandbox, parameters: dict, cell_timeout: in
     """Run `notebook` in `sandbox` (whose "work" mount already holds the lab's inputs)."""
     work = sandbox.mounts["work"][0]
     (work / SUBMISSION_NAME).write_text(json.dumps(notebook), encoding="utf-8")
-    tools = sandbox.mount("tools")
-    shutil.copy(TOOLS / "run_notebook.py", tools / "run_notebook.py")
-    argv = [sys.executable, "-I", f"{sandbox.path('tools')}/run_notebook.py",
-            "--input", f"{sandbox.path('work')}/{SUBMISSION_NAME}",
+    argv = ["--input", f"{sandbox.path('work')}/{SUBMISSION_NAME}",
             "--output", f"{sandbox.path('work')}/{EXECUTED_NAME}",
             "--cwd", sandbox.path("work"), "--parameters", json.dumps(parameters),
             "--cell-timeout", str(cell_timeout), "--max-output-bytes", str(max_output_bytes)]
-    run = sandbox.run(argv, cwd="work")
+    run = launch(sandbox, "run_notebook", argv, cwd="work")
     return interpret(run, notebook, sandbox.limits)
 
 
@@ -60,6 +55,9 @@ def interpret(run: RunResult, notebook: dict, limits: Limits) -> Execution:
         notes.append("the notebook's process printed too much; its output was truncated")
     if status and status.get("output_dropped"):
         notes.append("the notebook's cell outputs exceeded the size limit; the rest were dropped")
+    if run.timed_out and starved(run, limits.wall_seconds):
+        raise GraderTimeout(f"the notebook ran out of its {limits.wall_seconds:.0f} s while the machine was busy "
+                            f"(it got {run.cpu_seconds:.1f} s of CPU; load {run.load:.1f})")
     if run.timed_out:
         return Execution(False, run.seconds, f"the notebook ran out of time ({limits.wall_seconds:.0f} s for the "
                          "whole lab): look for an endless loop or a slow cell", timed_out=True, notes=notes)

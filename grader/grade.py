@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 from grader import assign
 from grader.execute import execute
 from grader.judge import CheckResult, Context, judge
+from grader.launch import GraderTimeout
 from grader.notebook import NotebookError, lab_id_of, read_submission
 from grader.sandbox import Limits, Sandbox
 
@@ -103,6 +104,11 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
     except NotebookError as err:
         return Result(score=0.0, execution_time=time.monotonic() - start, output=f"Not graded: {err}",
                       tests=_all_failed(checks, include_hidden, f"not graded: {err}"), status="rejected", **base)
+    except GraderTimeout as err:  # the machine, not the learner, was too slow: regrade this one
+        return Result(score=0.0, execution_time=time.monotonic() - start,
+                      output=f"Not graded: the grader ran out of time, not your code ({err}); it will be regraded.",
+                      tests=_all_failed(checks, include_hidden, "grader timeout: to be regraded"), status="error",
+                      **base)
     except Exception:  # the grader's own failure: record it, keep the batch going
         detail = traceback.format_exc(limit=4)
         return Result(score=0.0, execution_time=time.monotonic() - start,

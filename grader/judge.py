@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import shutil
-import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +10,9 @@ from typing import Callable
 
 from grader import collect
 from grader.checks.common import Check, Checks, Fail, Partial
-from grader.execute import TOOLS, Execution, clean_text
+from grader.execute import Execution, clean_text
 from grader.labs import Lab
+from grader.launch import GraderTimeout
 from grader.sandbox import Limits, Sandbox
 
 
@@ -81,43 +78,30 @@ class Context:
     # --- probes: trusted scripts run in a fresh sandbox over the learner's artifacts ---------
 
     def probe(self, tool: str, inputs: dict | None = None, args: tuple[str, ...] = (),
-              limits: Limits = Limits(wall_seconds=120)) -> dict:
-        """Run `grader/tools/<tool>.py` in a new sandbox with the work dir read-only; its JSON result.
+              limits: Limits = Limits(wall_seconds=120), needs: tuple[str, ...] = (), raw: bool = False) -> dict:
+        """Run probe `grader/tools/<tool>.py` in a fresh sandbox over the work dir (read-only); its result.
 
         `inputs` (name → numpy array) are written as .npy files; labels and expected values never go in.
+        Results are cached by a hash of the tool, its arguments and its inputs. A work-relative path in
+        `needs` that is not there fails the check without starting a sandbox. A probe that reports an
+        error raises `Fail` with it (unless `raw`); one the busy machine starved raises `GraderTimeout`.
         """
-        key = hashlib.sha256(json.dumps([tool, sorted((inputs or {}).keys()), list(args)]).encode()).hexdigest()
-        if key in self._probes:
-            return self._probes[key]
-        import numpy as np
+        from grader.launch import inputs_key, run_probe
 
-        sandbox = self.new_sandbox(limits)
-        try:
-            sandbox.mount("work", self.work)
-            tools = sandbox.mount("tools")
-            shutil.copy(TOOLS / f"{tool}.py", tools / f"{tool}.py")
-            data = sandbox.mount("input")
-            for name, array in (inputs or {}).items():
-                np.save(data / f"{name}.npy", np.asarray(array), allow_pickle=False)
-            out = sandbox.mount("out", writable=True)
-            argv = [sys.executable, "-I", f"{sandbox.path('tools')}/{tool}.py", "--work", sandbox.path("work"),
-                    "--input", sandbox.path("input"), "--out", sandbox.path("out"), *args]
-            run = sandbox.run(argv, cwd="out")
-            if run.timed_out:
-                result = {"error": f"loading and running your artifact took over {limits.wall_seconds:.0f} s"}
-            elif run.out_of_memory:
-                result = {"error": "loading and running your artifact ran out of memory"}
-            else:
-                try:
-                    result = collect.read_json(out, "result.json")
-                except collect.CollectError:
-                    tail = (run.stderr.strip().splitlines() or ["no output"])[-1][:300]
-                    result = {"error": f"the fresh process that loads your artifact failed: {tail}"}
-            if not isinstance(result, dict):
-                result = {"error": "the probe returned no result"}
-        finally:
-            sandbox.cleanup()
-        self._probes[key] = result
+        for relative in needs:
+            if not self.exists(relative):
+                raise Fail(f"{relative} was not found{self.why_missing()}")
+        inputs = inputs or {}
+        key = inputs_key(tool, tuple(args), inputs)
+        if key not in self._probes:
+            sandbox = self.new_sandbox(limits)
+            try:
+                self._probes[key] = run_probe(sandbox, tool, self.work, inputs, tuple(args)).result
+            finally:
+                sandbox.cleanup()
+        result = self._probes[key]
+        if "error" in result and not raw:
+            raise Fail(f"{result['error']}{self.why_missing() if 'not found' in str(result['error']) else ''}")
         return result
 
 
@@ -136,12 +120,14 @@ def _run_one(check: Check, ctx: Context, done: dict[str, CheckResult]) -> CheckR
                 visible=check.visible, hint=check.hint, section=check.section)
     for upstream in check.depends:
         if upstream not in done or done[upstream].status not in ("passed", "partial"):
-            return CheckResult(score=0.0, status="skipped", message=f"skipped: upstream check {upstream} failed",
-                               **base)
+            return CheckResult(score=0.0, status="skipped", message=f"skipped: it needs {upstream} to pass first "
+                               f"(once it does, this checks that {_lower_first(check.description)})", **base)
     try:
         outcome = check.func(ctx)
     except Fail as failure:
         return CheckResult(score=0.0, status="failed", message=clean_text(str(failure)), **base)
+    except GraderTimeout:
+        raise  # the machine's problem, not the learner's: the whole submission is regraded
     except Exception:  # a bug in the check or a shape it did not foresee: never crash the batch
         detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
         return CheckResult(score=0.0, status="failed", message=f"the grader could not judge this ({detail}); "
@@ -153,3 +139,8 @@ def _run_one(check: Check, ctx: Context, done: dict[str, CheckResult]) -> CheckR
         return CheckResult(score=round(check.points * fraction, 4), status=status,
                            message=clean_text(str(outcome.message)), **base)
     return CheckResult(score=check.points, status="passed", message="", **base)
+
+
+def _lower_first(text: str) -> str:
+    text = text.rstrip(".")
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text

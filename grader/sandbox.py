@@ -61,6 +61,8 @@ class RunResult:
     output_truncated: bool = False
     disk_exceeded: bool = False
     notes: list[str] = field(default_factory=list)
+    cpu_seconds: float | None = None  # CPU the whole job used (cgroup cpuacct), where a cgroup could be made
+    load: float = 0.0  # the machine's highest 1-minute load average seen while the job ran
 
     @property
     def signal(self) -> int | None:
@@ -128,8 +130,10 @@ class Sandbox:
         timed_out = disk_exceeded = False
         writable = [host for host, rw in self.mounts.values() if rw]
         deadline = start + timeout
+        load = _load()
         try:
             while True:
+                load = max(load, _load())
                 try:
                     proc.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
                     break
@@ -149,25 +153,23 @@ class Sandbox:
         finally:
             _kill_group(proc.pid)
             out_of_memory = cgroup.oom_killed()
+            cpu_seconds = cgroup.cpu_seconds()
             cgroup.destroy()
             out.join(), err.join()
         return RunResult(
             returncode=proc.returncode, stdout=out.text(), stderr=err.text(),
             seconds=time.monotonic() - start, timed_out=timed_out, out_of_memory=out_of_memory,
             output_truncated=out.truncated or err.truncated, disk_exceeded=disk_exceeded, notes=notes,
+            cpu_seconds=cpu_seconds, load=load,
         )
 
     def cleanup(self) -> None:
-        """Remove the job's files, even directories the job made unwritable (links are never followed)."""
-        for directory, subdirs, _ in os.walk(self.root):
-            for name in subdirs:
-                path = os.path.join(directory, name)
-                try:
-                    if stat.S_ISDIR(os.lstat(path).st_mode):  # a real directory, not a link to a host one
-                        os.chmod(path, 0o700)
-                except OSError:
-                    pass
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the job's files, even directories the job made unwritable; never raises, never recurses
+        (a chain of thousands of nested directories is fine), never follows links."""
+        try:
+            remove_tree(self.root)
+        except Exception:  # noqa: BLE001 — cleanup must not cost a grade; what is left is reported by tests
+            pass
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -254,6 +256,45 @@ def _library_dirs() -> tuple[str, ...]:
     if location.startswith(os.path.realpath(sys.prefix)):
         return ()  # a regular install: already inside the venv
     return (location,)
+
+
+def remove_tree(root: Path) -> None:
+    """Delete `root` and everything under it, iteratively, making unwritable directories writable first."""
+    root = str(root)
+    if not os.path.lexists(root):
+        return
+    if not stat.S_ISDIR(os.lstat(root).st_mode):
+        os.unlink(root)
+        return
+    stack, order = [root], []
+    while stack:  # depth-first listing; directories are removed in reverse order of discovery
+        directory = stack.pop()
+        order.append(directory)
+        try:
+            os.chmod(directory, 0o700)
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        try:
+                            os.unlink(entry.path)
+                        except OSError:
+                            pass
+        except OSError:
+            continue
+    for directory in reversed(order):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
 
 
 def _host_env_for_launch() -> dict[str, str]:
@@ -375,7 +416,23 @@ class _Cgroup:
             for path in made:
                 _rmdir(path)
             return None
+        cpu = base / "cpuacct"
+        if (cpu / "cpuacct.usage").exists():  # optional: only for telling a busy machine from a slow job
+            try:
+                path = cpu / own.get("cpuacct", "/").lstrip("/") / name
+                path.mkdir()
+                made.append(path)
+            except OSError:
+                pass
         return cls(made, 1)
+
+    def cpu_seconds(self) -> float | None:
+        for path in self.dirs[2:]:
+            try:
+                return int((path / "cpuacct.usage").read_text()) / 1e9
+            except (OSError, ValueError):
+                return None
+        return None
 
     def oom_killed(self) -> bool:
         if not self.dirs:

@@ -1,14 +1,15 @@
-"""Probe a learner's scikit-learn artifact in a fresh sandboxed process; write result.json.
+"""Probe a learner's scikit-learn artifact in a fresh sandboxed process (the harness writes result.json).
 
-Runs inside the sandbox (`python -I sklearn_model.py ...`): it must not import the grader.
-Inputs are .npy files (never pickles); labels of hidden data never come here.
+Runs inside the sandbox: it must not import the grader. Inputs are .npy files (never pickles); labels of
+hidden data never come here.
 """
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
+from harness import probe_main  # noqa: E402
 
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 
@@ -29,20 +30,13 @@ def describe_steps(model) -> list:
     return described
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--work", required=True)
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--out", required=True)
+def add_arguments(parser) -> None:
     parser.add_argument("--artifact", required=True)
     parser.add_argument("--cv-folds", type=int, default=0)
     parser.add_argument("--cv-seed", type=int, default=0)
-    args = parser.parse_args()
-    result = run(args)
-    Path(args.out, "result.json").write_text(json.dumps(result))
 
 
-def run(args) -> dict:
+def run(args, inputs) -> dict:
     import numpy as np
     import pandas as pd
     import skops.io as sio
@@ -97,4 +91,4 @@ def cross_validate(model, args, columns) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    probe_main(run, add_arguments)

@@ -1,0 +1,203 @@
+"""The shared in-sandbox side of every probe: arguments, inputs, a catch-all, strays killed, an atomic result.
+
+Runs inside the sandbox, beside the probe script (the launcher copies both); it must not import the grader.
+A probe is one function of (args, inputs) returning a JSON-able dict::
+
+    from harness import probe_main
+
+    def add_arguments(parser):            # the probe's own options (besides --work, --input, --out)
+        parser.add_argument("--artifact", required=True)
+
+    def probe(args, inputs) -> dict:      # inputs: name → numpy array, loaded without pickle
+        ...
+
+    if __name__ == "__main__":
+        probe_main(probe, add_arguments)
+
+What the harness guarantees, whatever the probe or the learner's code in it does:
+- the process is made non-dumpable first (no /proc/<pid>/mem or ptrace from the sandbox's other processes);
+- an exception becomes {"error": "..."} (the grader shows it as the probe's failure, never as a crash);
+- before result.json is written, every other process in the sandbox's PID namespace is killed, so nothing
+  the learner started (a daemon, an atexit hook in a child) can rewrite it afterwards;
+- result.json is written once, atomically, with non-finite floats encoded as the strings "nan", "inf",
+  "-inf" (data, not a crash: a learner's NaN metric is reported, not fatal).
+
+`run_learner()` runs a command of the learner's (their tests, their CLI, their pipeline, their gate) in an
+*inner* sandbox where bubblewrap nests: its own PID namespace, another uid, and no view of the probe's
+output directory or inputs; outside that, in a child process of its own session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+INNER_UID = 1001  # the learner's code inside a probe runs as another user than the probe itself
+_CAP = 4000
+
+
+def make_undumpable() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+    except (OSError, AttributeError):
+        pass
+
+
+def load_inputs(folder: Path) -> dict:
+    """Every `<name>.npy` in `folder` (never pickles)."""
+    import numpy as np
+
+    return {p.stem: np.load(p, allow_pickle=False) for p in sorted(Path(folder).glob("*.npy"))}
+
+
+def finite(value):
+    """`value` with NaN and infinities replaced by "nan", "inf", "-inf" (strict JSON can hold them then)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalars
+        return finite(value.item())
+    return value
+
+
+def write_result(out: Path, result: dict) -> None:
+    """Write result.json atomically (a reader sees the whole file or none)."""
+    text = json.dumps(finite(result), allow_nan=False, default=str)
+    partial = Path(out) / ".result.json.tmp"
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(Path(out) / "result.json")
+
+
+def stop_strays() -> None:
+    """Kill every process in this sandbox's PID namespace but this one and its ancestors.
+
+    Only inside the sandbox (pid 1 is bubblewrap); outside it, /proc lists the user's other processes,
+    which are none of our business.
+    """
+    try:
+        if Path("/proc/1/comm").read_text().strip() != "bwrap":
+            return
+    except OSError:
+        return
+    keep, pid = {os.getpid()}, os.getpid()
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        keep.add(pid)
+    for _ in range(3):  # a fork bomb's children appear while we kill: sweep until none is left
+        found = False
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in keep:
+                found = True
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
+        if not found:
+            break
+
+
+def probe_main(probe, add_arguments=None) -> None:
+    """Parse the standard arguments, run `probe(args, inputs)`, and write its result (see the module doc)."""
+    make_undumpable()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--out", required=True)
+    if add_arguments:
+        add_arguments(parser)
+    args = parser.parse_args()
+    try:
+        result = probe(args, load_inputs(Path(args.input)))
+        if not isinstance(result, dict):
+            result = {"error": f"the probe returned {type(result).__name__}, not a result"}
+    except BaseException as err:  # noqa: BLE001 — whatever happened, the grader gets a result
+        where = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+        line = f" (line {where[0].lineno})" if where else ""
+        result = {"error": f"the probe failed: {type(err).__name__}: {str(err)[:_CAP]}{line}"}
+    stop_strays()
+    write_result(Path(args.out), result)
+
+
+# --- the learner's code, one level further in ---------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def inner_sandbox_available() -> bool:
+    """Whether bubblewrap can nest here (a user namespace inside the probe's)."""
+    if not shutil.which("bwrap"):
+        return False
+    try:
+        done = subprocess.run(inner_command(["true"], [], []), capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def inner_command(argv: list[str], writable: list[str], hidden: list[str], share_net: bool = True) -> list[str]:
+    """`argv` wrapped in a nested bubblewrap: another uid, its own PID namespace, `hidden` paths replaced by
+    empty directories (the probe's output and inputs), only `writable` paths writable."""
+    args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
+            "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--ro-bind", "/", "/",
+            # a fresh procfs cannot be mounted one level down; the outer one shows no process it could signal
+            # (its PIDs are another namespace's) and nothing of the probe's (the probe is non-dumpable)
+            "--ro-bind", "/proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    if not share_net:
+        args.append("--unshare-net")
+    for path in writable:
+        args += ["--bind", path, path]
+    for path in hidden:
+        args += ["--tmpfs", path]
+    return args + ["--"] + list(argv)
+
+
+def run_learner(argv: list[str], *, cwd: str, env: dict, timeout: float, writable: list[str],
+                hidden: list[str], share_net: bool = True, stdin: bytes | None = None) -> dict:
+    """Run the learner's command (nested sandbox where possible); {exit, timed_out, stdout, stderr}.
+
+    Whatever it started is gone when this returns: the inner PID namespace dies with its first process,
+    and without nesting, its whole process group (session) is killed.
+    """
+    nested = inner_sandbox_available()
+    command = inner_command(argv, writable, hidden, share_net) if nested else list(argv)
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.PIPE if stdin is not None else
+                            subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    timed_out = False
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc.pid)
+        out, err = proc.communicate()
+    finally:
+        _kill_group(proc.pid)
+    return {"exit": proc.returncode, "timed_out": timed_out, "nested": nested,
+            "stdout": out.decode("utf-8", "replace")[-_CAP:], "stderr": err.decode("utf-8", "replace")[-_CAP:]}
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+if __name__ == "__main__":  # pragma: no cover — a library for probes, not a probe
+    sys.exit("harness.py is imported by probes")
