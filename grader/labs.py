@@ -58,3 +58,44 @@ def find_lab(name: str):
             return module
     known = ", ".join(f"{m.LAB.number} ({i})" for i, m in modules.items())
     raise LookupError(f"no lab named {name!r}; known labs: {known}")
+
+
+def lesson_headings(lesson: Path) -> list[tuple[str, str]]:
+    """(numbered section it sits under, heading text without markup) for every markdown heading of a lesson."""
+    import json
+
+    cells = json.loads(Path(lesson).read_text(encoding="utf-8"))["cells"]
+    found, current = [], ""
+    for cell in cells:
+        if cell.get("cell_type") != "markdown":
+            continue
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        for line in source.splitlines():
+            if line.startswith("#"):
+                text = line.lstrip("#").strip().replace("`", "")
+                number = text.split(" ", 1)[0]
+                if number[:1].isdigit() and "." in number:
+                    current = number
+                found.append((current, text))
+    return found
+
+
+def resolve_section(section: str) -> list[tuple[Path, str]]:
+    """The lesson headings a check's `section` names ("3.7 Save the artifact", "1.3 … (week 1)", "4.7 Sub
+    heading"; several joined by "; "). Raises LookupError for one that names no heading."""
+    resolved = []
+    for part in (p.strip() for p in section.split(";")):
+        number, _, title = part.partition(" ")
+        title = title.replace("`", "").rsplit(" (week ", 1)[0].strip()
+        week = number.split(".", 1)[0]
+        lessons = sorted((REPO / "curriculum").glob(f"{int(week):02d}_*.ipynb")) if week.isdigit() else []
+        if not lessons:
+            raise LookupError(f"section {part!r}: no lesson for week {week}")
+        headings = lesson_headings(lessons[0])
+        match = [text for under, text in headings
+                 if (text.startswith(f"{number} ") and text[len(number) + 1:].startswith(title))
+                 or (under == number and text.startswith(title))]
+        if not match:
+            raise LookupError(f"section {part!r} names no heading of {lessons[0].name}")
+        resolved.append((lessons[0], match[0]))
+    return resolved

@@ -336,7 +336,7 @@ def pipeline_ran(ctx):
 
 
 @CHECKS.add(points=1, hint="`dvc remote add -d storage ../remote`, then `dvc push`.",
-            section="4.7 DVC: version the data (dvc remote add, dvc push)")
+            section="4.7 DVC: version the data, declare the stages, reproduce")
 def data_pushed(ctx):
     """The project's default remote is a directory in output_dir holding the versioned raw data's content."""
     digest = _versioned_md5(ctx)
@@ -362,7 +362,7 @@ def pull_restores(ctx):
 
 @CHECKS.add(points=3, depends=("pipeline_ran",),
             hint="Every stage must write the same bytes from the same inputs: use the mlops_kit.pipeline commands.",
-            section="4.4 Save byte-reproducibly; 4.7 Reproducible means: same inputs, same bytes")
+            section="4.4 Train, and save the model byte-reproducibly; 4.7 Reproducible means: same inputs, same bytes")
 def repro_identical(ctx):
     """`dvc repro` in a clean copy of your project runs every stage and reproduces the hashes in your dvc.lock."""
     repro = _probe(ctx).get("repro", {})
@@ -387,7 +387,7 @@ def repro_identical(ctx):
 
 @CHECKS.add(points=2, depends=("pipeline_ran",),
             hint="Declare each stage's params (not params.yaml as a file) and each file it reads under deps.",
-            section="4.7 One parameter changed, only what is downstream runs")
+            section="4.7 Nothing changed, nothing runs")
 def param_change_reruns_downstream(ctx):
     """Changing featurize.test_size in params.yaml reruns featurize, train and evaluate, and not validate."""
     result = _probe(ctx)
