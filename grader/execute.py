@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from grader.launch import GraderTimeout, launch, starved
 from grader.sandbox import Limits, RunResult, Sandbox

@@ -75,8 +75,7 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
                     f"this is the notebook of lab {found}, not of lab {lab.id}: submit labs/{lab.id}.ipynb"
                 )
         restored = assign.restore(submission, template)
-        limits = Limits(wall_seconds=lab.timeout, memory_bytes=getattr(lab_module, "MEMORY_BYTES", 3 * 2**30),
-                        disk_bytes=getattr(lab_module, "DISK_BYTES", Limits.disk_bytes))
+        limits = Limits(wall_seconds=lab.timeout, memory_bytes=lab.memory_bytes, disk_bytes=lab.disk_bytes)
         sandbox = Sandbox(limits, isolate=isolate)
         try:
             work = sandbox.mount("work", writable=True)

@@ -31,11 +31,11 @@ LAB = Lab(
         "judge a test suite by the planted bugs (mutants) it catches, not by how many tests it has",
     ),
     lesson="curriculum/01_tested_code.ipynb",
+    seed=11,
     timeout=240,
     cell_timeout=120,
 )
 
-GRADING_SEED = 11  # differs from the notebook's default; the tests themselves do not depend on it
 TESTS = "test_data.py"
 MIN_TESTS = 5
 RUN_TIMEOUT = 20  # seconds of wall clock for one pytest run (one variant)
@@ -107,7 +107,7 @@ def prepare(work: Path) -> tuple[dict, dict]:
     from mlops_kit.data import write_breast_cancer_csv
 
     write_breast_cancer_csv(work / "data" / "breast_cancer.csv")  # for the warm-up cell; tests make their own
-    params = {"seed": GRADING_SEED, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
+    params = {"seed": LAB.seed, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
     return params, {"hidden_mutants": HIDDEN_MUTANTS}
 
 

@@ -31,11 +31,11 @@ LAB = Lab(
         "keep the code clean under ruff and mypy with fixed settings",
     ),
     lesson="curriculum/02_packaging.ipynb",
+    seed=23,
     timeout=240,
     cell_timeout=180,
 )
 
-GRADING_SEED = 23  # differs from the notebook's default, so a hard-coded seed shows
 PUBLIC_SEED, PROBE_SEED = 20261202, 20261203
 PROBE_ROWS, MISSING_SHARE = 240, 0.05
 PROJECT, PACKAGE, SCRIPT = "bcdata", "bcdata", "bcdata"
@@ -56,7 +56,7 @@ def prepare(work: Path) -> tuple[dict, dict]:
     probe = frame.sample(n=PROBE_ROWS, random_state=PROBE_SEED).reset_index(drop=True)
     for column in rng.choice(probe.columns[:-1], size=3, replace=False):
         probe.loc[rng.random(len(probe)) < MISSING_SHARE, column] = np.nan
-    params = {"seed": GRADING_SEED, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
+    params = {"seed": LAB.seed, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
     return params, {"probe_csv": probe.to_csv(index=False)}
 
 

@@ -32,11 +32,11 @@ LAB = Lab(
         "compare two model families fairly and read a calibration curve",
     ),
     lesson="curriculum/03_classifier.ipynb",
+    seed=17,
     timeout=240,
     cell_timeout=120,
 )
 
-GRADING_SEED = 17  # differs from the notebook's default, so a hard-coded seed shows
 TEST_SIZE = 0.25
 CV_FOLDS = 5
 HOLDOUT_SHARE = 0.2
@@ -52,7 +52,7 @@ CHECKS = Checks()
 def prepare(work: Path) -> tuple[dict, dict]:
     """Write the public CSV into the job's work dir; keep the holdout (and its labels) here."""
     public, holdout = write_public_and_holdout(work, "data/breast_cancer.csv", HOLDOUT_SHARE, HOLDOUT_SEED)
-    params = {"seed": GRADING_SEED, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
+    params = {"seed": LAB.seed, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
     return params, {"public": public, "holdout": holdout}
 
 

@@ -31,11 +31,11 @@ LAB = Lab(
         "reproduce the pipeline byte for byte, rerunning only the stages a change affects",
     ),
     lesson="curriculum/04_data_pipeline.ipynb",
+    seed=23,
     timeout=240,
     cell_timeout=120,
 )
 
-GRADING_SEED = 23  # differs from the notebook's default, so a hard-coded seed shows
 PUBLIC_ROWS = 500  # the grader's raw CSV: a seeded sample, so a CSV written some other way shows
 STAGES = ("validate", "featurize", "train", "evaluate")
 RAW = "data/raw.csv"
@@ -55,11 +55,11 @@ def prepare(work: Path) -> tuple[dict, dict]:
     from mlops_kit.data import breast_cancer_frame
 
     frame = breast_cancer_frame()
-    public = frame.sample(n=PUBLIC_ROWS, random_state=GRADING_SEED).reset_index(drop=True)
+    public = frame.sample(n=PUBLIC_ROWS, random_state=LAB.seed).reset_index(drop=True)
     (work / "data").mkdir(parents=True, exist_ok=True)
     data_path = "data/breast_cancer_04.csv"
     public.to_csv(work / data_path, index=False)
-    rng = np.random.default_rng(GRADING_SEED)
+    rng = np.random.default_rng(LAB.seed)
     features = [c for c in public.columns if c != "target"]
     missing, nulls, out_of_range = rng.choice(features, size=3, replace=False)
     corrupted = public.drop(columns=[missing])
@@ -67,7 +67,7 @@ def prepare(work: Path) -> tuple[dict, dict]:
     corrupted.loc[rng.choice(len(corrupted), size=2, replace=False), out_of_range] = -1.0
     buffer = io.StringIO()
     corrupted.to_csv(buffer, index=False)
-    params = {"seed": GRADING_SEED, "data_path": data_path, "output_dir": "outputs/pipeline"}
+    params = {"seed": LAB.seed, "data_path": data_path, "output_dir": "outputs/pipeline"}
     hidden = {"raw_md5": hashlib.md5((work / data_path).read_bytes()).hexdigest(), "corrupted_csv": buffer.getvalue(),
               "broken_columns": {"missing": str(missing), "nulls": str(nulls), "out of range": str(out_of_range)}}
     return params, hidden

@@ -24,11 +24,11 @@ LAB = Lab(
         "generate a model card whose numbers come from the registry",
     ),
     lesson="curriculum/06_registry.ipynb",
+    seed=29,
     timeout=240,
     cell_timeout=150,
 )
 
-GRADING_SEED = 29
 MODEL_NAME = "breast-cancer-classifier"
 EXPERIMENT = "breast-cancer-registry"
 TEST_SIZE = 0.25
@@ -78,7 +78,7 @@ def prepare(work: Path) -> tuple[dict, dict]:
     csv.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(csv, index=False)
     md5 = write_dvc_pointer(csv)
-    params = {"seed": GRADING_SEED, "data_path": DATA, "output_dir": "outputs"}
+    params = {"seed": LAB.seed, "data_path": DATA, "output_dir": "outputs"}
     return params, {"public": frame, "md5": md5}
 
 

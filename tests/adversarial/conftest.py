@@ -29,11 +29,10 @@ def fast_lab03():
     """Lab 03 with short limits: same checks, same data, same solution."""
     module = types.ModuleType("lab03_fast")
     module.__dict__.update({k: v for k, v in vars(lab03).items() if not k.startswith("__")})
-    module.LAB = dataclasses.replace(lab03.LAB, timeout=150, cell_timeout=20)
     # 1 GiB for the whole job in a cgroup; without one, RLIMIT_AS applies per process and a kernel with
     # scikit-learn needs the lab's own 3 GiB of address space
-    module.MEMORY_BYTES = 2**30 if cgroups_work() else 3 * 2**30
-    module.DISK_BYTES = 200 * 2**20
+    module.LAB = dataclasses.replace(lab03.LAB, timeout=150, cell_timeout=20,
+                                     memory_bytes=2**30 if cgroups_work() else 3 * 2**30, disk_bytes=200 * 2**20)
     return module
 
 
