@@ -31,14 +31,15 @@ class Execution:
 
 
 def execute(notebook: dict, sandbox: Sandbox, parameters: dict, cell_timeout: int,
-            max_output_bytes: int = 2 * 2**20) -> Execution:
+            max_output_bytes: int = 2 * 2**20, not_needed: tuple[str, ...] = ()) -> Execution:
     """Run `notebook` in `sandbox` (whose "work" mount already holds the lab's inputs)."""
     work = sandbox.mounts["work"][0]
     (work / SUBMISSION_NAME).write_text(json.dumps(notebook), encoding="utf-8")
     argv = ["--input", f"{sandbox.path('work')}/{SUBMISSION_NAME}",
             "--output", f"{sandbox.path('work')}/{EXECUTED_NAME}",
             "--cwd", sandbox.path("work"), "--parameters", json.dumps(parameters),
-            "--cell-timeout", str(cell_timeout), "--max-output-bytes", str(max_output_bytes)]
+            "--cell-timeout", str(cell_timeout), "--max-output-bytes", str(max_output_bytes),
+            "--block-imports", ",".join(not_needed)]
     run = launch(sandbox, "run_notebook", argv, cwd="work")
     return interpret(run, notebook, sandbox.limits)
 

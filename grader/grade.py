@@ -80,7 +80,8 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
         try:
             work = sandbox.mount("work", writable=True)
             params, hidden = lab_module.prepare(work)
-            execution = execute(restored.notebook, sandbox, params, cell_timeout=lab.cell_timeout)
+            execution = execute(restored.notebook, sandbox, params, cell_timeout=lab.cell_timeout,
+                                not_needed=lab.not_needed)
             ctx = Context(lab=lab, work=work, params=params, hidden=hidden, execution=execution,
                           new_sandbox=lambda lim: Sandbox(lim, isolate=isolate))
             tests = judge(checks, ctx, include_hidden=include_hidden)

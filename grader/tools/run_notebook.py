@@ -88,6 +88,44 @@ def private_status_stream():
     return status
 
 
+BLOCKER = """\
+# mlops-grade: modules this lab does not need fail to import (scikit-learn's estimator discovery, which skops runs
+# at import, would otherwise load PyTorch for seconds of CPU in every graded notebook)
+import sys as _sys
+
+
+class _NotNeeded:
+    blocked = {blocked!r}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".", 1)[0] in self.blocked:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (this lab does not use it)", name=name)
+        return None
+
+
+_sys.meta_path.insert(0, _NotNeeded())
+del _sys
+"""
+
+
+class _NotNeeded:
+    def __init__(self, blocked):
+        self.blocked = set(blocked)
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".", 1)[0] in self.blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+def block_in_kernel(modules: list) -> None:
+    """An IPython startup file in the kernel's profile that makes `modules` unimportable there."""
+    folder = os.path.join(os.environ.get("IPYTHONDIR", os.path.expanduser("~/.ipython")), "profile_default", "startup")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "00-mlops-grade-not-needed.py"), "w", encoding="utf-8") as handle:
+        handle.write(BLOCKER.format(blocked=tuple(m.strip() for m in modules if m.strip())))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--input", required=True)
@@ -96,8 +134,14 @@ def main() -> None:
     parser.add_argument("--parameters", default="{}")
     parser.add_argument("--cell-timeout", type=int, default=120)
     parser.add_argument("--max-output-bytes", type=int, default=2 * 2**20)
+    parser.add_argument("--block-imports", default="", help="comma-separated modules the lab does not need")
     args = parser.parse_args()
     status_stream = private_status_stream()
+    if args.block_imports:
+        block_in_kernel(args.block_imports.split(","))
+    # jsonschema (under nbformat) compiles an IRI grammar at import when rfc3987_syntax is installed: 3 s of CPU
+    # per notebook, for a format check nbformat never uses; without it, jsonschema skips that format
+    sys.meta_path.insert(0, _NotNeeded(("rfc3987_syntax",)))
     cap_outputs(args.max_output_bytes)
     import papermill
 
@@ -107,6 +151,7 @@ def main() -> None:
             args.input, args.output, parameters=json.loads(args.parameters), cwd=args.cwd,
             kernel_name="python3", execution_timeout=args.cell_timeout, progress_bar=False,
             log_output=False, report_mode=False, allow_errors=True,
+            request_save_on_cell_execute=False,  # papermill rewrote the whole notebook at every cell start and end
             iopub_timeout=30,  # nbclient waits 4 s for a cell's last output by default: too short under load
         )
     except papermill.PapermillExecutionError as err:
