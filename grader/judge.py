@@ -105,6 +105,20 @@ class Context:
         return result
 
 
+    def serve(self, plan: dict, limits: Limits = Limits(wall_seconds=120), label: str = "") -> dict:
+        """Start a learner's server in a fresh sandbox (its own loopback-only network), talk to it, stop it.
+
+        `plan` is the live-service probe's plan (see grader/tools/service_probe.py): the command, port, health
+        path, contract requests and an optional bounded load test. Returns what the client saw.
+        """
+        import json
+
+        import numpy as np
+
+        return self.probe("service_probe", {"plan": np.array(json.dumps(plan, sort_keys=True))},
+                          args=("--label", label), limits=limits)
+
+
 def judge(checks: Checks, ctx: Context, include_hidden: bool = True) -> list[CheckResult]:
     """Run the checks in declaration order (dependencies come first by construction)."""
     results: dict[str, CheckResult] = {}
