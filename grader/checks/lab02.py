@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 
@@ -41,6 +42,8 @@ PROBE_ROWS, MISSING_SHARE = 240, 0.05
 PROJECT, PACKAGE, SCRIPT = "bcdata", "bcdata", "bcdata"
 NEEDED = ("pandas", "typer")  # what cli.py imports directly
 TEST_SIZE = 0.25
+OTHER_TEST_SIZE = 0.4  # the split is also run with --test-size: the option must exist and be used
+REQUIRES_PYTHON = ">=3.11"
 CHECKS = Checks()
 
 
@@ -76,12 +79,10 @@ def _probe(ctx) -> dict:
     from mlops_kit.packaging import MYPY_ARGS, RUFF_ARGS
 
     args = ("--project", _project(ctx), "--package", PACKAGE, "--script", SCRIPT, "--seed",
-            str(int(ctx.params["seed"])), "--ruff-args", json.dumps(RUFF_ARGS), "--mypy-args", json.dumps(MYPY_ARGS))
-    result = ctx.probe("package_probe", {"csv": np.array(_probe_csv(ctx))}, args=args,
-                       limits=Limits(wall_seconds=240, memory_bytes=3 * 2**30))
-    if "error" in result:
-        raise Fail(f"{result['error']}{ctx.why_missing() if 'not found' in result['error'] else ''}")
-    return result
+            str(int(ctx.params["seed"])), "--test-size", str(OTHER_TEST_SIZE), "--ruff-args", json.dumps(RUFF_ARGS),
+            "--mypy-args", json.dumps(MYPY_ARGS))
+    return ctx.probe("package_probe", {"csv": np.array(_probe_csv(ctx))}, args=args,
+                     limits=Limits(wall_seconds=240, memory_bytes=3 * 2**30))
 
 
 def _step(result: dict, name: str) -> dict:
@@ -161,6 +162,49 @@ def package_layout(ctx):
                        f"src/{PACKAGE}/ (the src layout){ctx.why_missing()}")
 
 
+@CHECKS.add(points=1, depends=("package_layout",), section="2.1 A package is a folder with a contract",
+            hint='version = "0.1.0" (a quoted string), requires-python = ">=3.11", bcdata = "bcdata.cli:app", and '
+                 '[tool.setuptools.packages.find] where = ["src"].')
+def project_metadata(ctx):
+    """pyproject.toml holds what exercise 1 asks: a version string, requires-python, the script's target, the src layout."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    meta = tomllib.loads(ctx.read_text(_project(ctx, "pyproject.toml")))
+    project = meta["project"]
+    problems = []
+    version = project.get("version")
+    if not isinstance(version, str):
+        problems.append(f"version is {version!r}, a TOML {type(version).__name__}: a version is a string "
+                        '(version = "0.1.0"), or 0.10 and 0.1 would be the same number')
+    else:
+        try:
+            Version(version)
+        except InvalidVersion:
+            problems.append(f"version {version!r} is not a PEP 440 version (e.g. \"0.1.0\")")
+    python = project.get("requires-python")
+    try:
+        allowed = SpecifierSet(python) if isinstance(python, str) else None
+    except InvalidSpecifier:
+        allowed = None
+    if allowed is None or not all(allowed.contains(v) for v in ("3.11", "3.12", "3.13")) or allowed.contains("3.10"):
+        problems.append(f"requires-python is {python!r}; expected {REQUIRES_PYTHON!r} (the course's Python and newer)")
+    entry = project.get("scripts", {}).get(SCRIPT) if isinstance(project.get("scripts"), dict) else None
+    if isinstance(entry, str) and entry.replace(" ", "") != f"{PACKAGE}.cli:app":
+        problems.append(f'the console script points to {entry!r}; it should call the Typer app: "{PACKAGE}.cli:app"')
+    find = meta.get("tool", {}).get("setuptools", {}).get("packages", {})
+    where = find.get("find", {}).get("where") if isinstance(find, dict) and isinstance(find.get("find"), dict) else None
+    if where != ["src"]:
+        problems.append(f'[tool.setuptools.packages.find] where should be ["src"] (the src layout); found {where!r}')
+    if problems:
+        share = max(0.0, 1 - len(problems) / 4)
+        message = "pyproject.toml: " + "; ".join(problems)
+        if share == 0:
+            raise Fail(message)
+        return Partial(share, message)
+    return None
+
+
 @CHECKS.add(points=1, depends=("package_layout",), section="2.5 Two quality gates: ruff and mypy",
             hint="Run check_quality(project, 'bcdata', fix=True) and fix what remains; noqa comments are ignored.")
 def lint_clean(ctx):
@@ -237,22 +281,37 @@ def summary_command(ctx):
 
 @CHECKS.add(points=2, depends=("installs_and_helps",), section="1.3 A deterministic, stratified split (week 1)",
             hint="stratified_split(X, y, test_size=test_size, seed=seed) with the --seed option; write features + "
-                 "target, index=False.")
+                 "target, index=False, rows in the split's order.")
 def split_command(ctx):
     """`bcdata split CSV --seed N --out DIR` writes the seeded, stratified train/test split and prints the counts."""
+    seed = int(ctx.params["seed"])
+    return _judge_split(ctx, "split", f"{SCRIPT} split CSV --seed {seed} --out DIR", TEST_SIZE)
+
+
+@CHECKS.add(points=1, depends=("installs_and_helps",), section="2.2 A command line with Typer",
+            hint="Declare test_size: Annotated[float, typer.Option(help=...)] = 0.25 and pass it on to "
+                 "stratified_split(X, y, test_size=test_size, seed=seed).")
+def split_test_size_option(ctx):
+    """`bcdata split CSV --seed N --test-size 0.4 --out DIR` splits off that share of the rows as the test part."""
+    seed = int(ctx.params["seed"])
+    return _judge_split(ctx, "split_sized", f"{SCRIPT} split CSV --seed {seed} --test-size {OTHER_TEST_SIZE} "
+                        "--out DIR", OTHER_TEST_SIZE)
+
+
+def _judge_split(ctx, step_name: str, what: str, test_size: float):
     from mlops_kit.data import stratified_split
 
     seed = int(ctx.params["seed"])
-    what = f"{SCRIPT} split CSV --seed {seed} --out DIR"
-    step = _step(_probe(ctx), "split")
+    step = _step(_probe(ctx), step_name)
     counts = require_keys(_json_output(_run_ok(step, what), what), ("train", "test"), f"the JSON printed by `{what}`")
     frame = _frame(_probe_csv(ctx))
     X_train, X_test, y_train, y_test = stratified_split(frame.drop(columns="target"), frame["target"],
-                                                        test_size=TEST_SIZE, seed=seed)
+                                                        test_size=test_size, seed=seed)
     if (counts["train"], counts["test"]) != (len(X_train), len(X_test)):
         raise Fail(f"`{what}` printed train={counts['train']!r}, test={counts['test']!r}; the grader's CSV "
-                   f"({len(frame)} rows, test_size 0.25) gives train={len(X_train)}, test={len(X_test)}")
+                   f"({len(frame)} rows, test_size {test_size}) gives train={len(X_train)}, test={len(X_test)}")
     files = step.get("files") if isinstance(step.get("files"), dict) else {}
+    reordered = []
     for name, X, y in (("test.csv", X_test, y_test), ("train.csv", X_train, y_train)):
         if not isinstance(files.get(name), str):
             raise Fail(f"`{what}` did not write DIR/{name} (DIR is the --out option)")
@@ -265,25 +324,104 @@ def split_command(ctx):
             extra = sorted(set(written.columns) - set(expected.columns))
             raise Fail(f"DIR/{name} should hold the {expected.shape[1]} columns of the CSV (features and target); "
                        f"found {written.shape[1]}" + (f", with extra {extra[:3]} (write index=False)" if extra else ""))
-        if not _same_rows(written[list(expected.columns)], expected):
+        ordered = written[list(expected.columns)]
+        if not _same_rows(ordered, expected):
             raise Fail(f"DIR/{name} holds {len(written)} rows, but not the rows of stratified_split(X, y, "
-                       f"test_size=0.25, seed={seed}) on the grader's CSV: use the --seed option, not a fixed seed")
+                       f"test_size={test_size}, seed={seed}) on the grader's CSV: use the options (--seed, "
+                       "--test-size), not fixed values")
+        if not _same_rows(ordered, expected, ordered=True):
+            reordered.append(name)
+    if reordered:
+        return Partial(0.5, f"{' and '.join(reordered)} hold the right rows, but not in the split's order (they were "
+                       "sorted or shuffled): write X_train/X_test as stratified_split returns them")
+    return None
 
 
-def _same_rows(a, b) -> bool:
-    """The same multiset of rows (values within 1e-9, missing where missing), in any order."""
+def _same_rows(a, b, ordered: bool = False) -> bool:
+    """The same multiset of rows (values within 1e-9, missing where missing), in any order unless `ordered`."""
     if a.shape != b.shape:
         return False
     left = np.asarray(a, dtype=float)
     right = np.asarray(b, dtype=float)
-    left = left[np.lexsort(np.nan_to_num(left, nan=-1e300).T[::-1])]
-    right = right[np.lexsort(np.nan_to_num(right, nan=-1e300).T[::-1])]
+    if not ordered:
+        left = left[np.lexsort(np.nan_to_num(left, nan=-1e300).T[::-1])]
+        right = right[np.lexsort(np.nan_to_num(right, nan=-1e300).T[::-1])]
     return bool(np.allclose(left, right, rtol=1e-9, atol=1e-12, equal_nan=True))
 
 
+@CHECKS.add(points=1, depends=("package_layout",), section="2.4 What you need, and what you run",
+            hint="requirements.in lists exactly pyproject.toml's dependencies, with the same bounds, and each upper "
+                 "bound (<, <=, ~=, ==) says why on its line: pandas<3  # not tested on pandas 3 yet.")
+def requirements_in_matches_project(ctx):
+    """requirements.in names pyproject.toml's dependencies with the same bounds, and every upper bound says why."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    from mlops_kit.packaging import parse_requirements
+
+    in_text = ctx.read_text(_project(ctx, "requirements.in"))
+    try:
+        direct = {r.name: Requirement(r.text).specifier for r in parse_requirements(in_text)}
+    except (ValueError, InvalidRequirement) as err:
+        raise Fail(f"requirements.in, {err}") from None
+    declared = tomllib.loads(ctx.read_text(_project(ctx, "pyproject.toml")))["project"].get("dependencies", [])
+    try:
+        if not isinstance(declared, list):
+            raise InvalidRequirement(f"dependencies is {type(declared).__name__}, not a list")
+        project = {canonicalize_name(r.name): r.specifier for r in map(Requirement, map(str, declared))}
+    except InvalidRequirement as err:
+        raise Fail(f"pyproject.toml's dependencies do not parse: {err}") from None
+    problems = []
+    if sorted(project) != sorted(direct):
+        only_project, only_in = sorted(set(project) - set(direct)), sorted(set(direct) - set(project))
+        problems.append("pyproject.toml and requirements.in should name the same direct dependencies"
+                        + (f"; only pyproject.toml has {only_project}" if only_project else "")
+                        + (f"; only requirements.in has {only_in}" if only_in else ""))
+    for name in sorted(set(project) & set(direct)):
+        if project[name] != direct[name]:
+            problems.append(f"{name}: pyproject.toml says {str(project[name]) or 'any version'!r}, requirements.in "
+                            f"says {str(direct[name]) or 'any version'!r}; the bounds should be the same")
+    problems += _unexplained_upper_bounds(in_text)
+    if problems:
+        raise Fail(f"{len(problems)} problem(s): " + "; ".join(problems[:5]))
+
+
+_FILLER = re.compile(r"\b(todo|fixme|tbd|xxx|reason|why|upper bound|because)\b[\s.!?:]*$", re.IGNORECASE)
+
+
+def _unexplained_upper_bounds(in_text: str) -> list[str]:
+    """Lines of requirements.in with an upper bound (<, <=, ~=, ==) whose comment does not say why."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    problems, before = [], ""
+    for number, raw in enumerate(in_text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("#"):
+            before = line.lstrip("#").strip()
+            continue
+        code, _, comment = line.partition("#")
+        comment, above, before = comment.strip(), before, ""
+        if not code.strip() or code.strip().startswith("-"):
+            continue
+        try:
+            requirement = Requirement(code.strip())
+        except InvalidRequirement:
+            continue  # parse_requirements has reported it
+        upper = [str(s) for s in requirement.specifier if s.operator in ("<", "<=", "~=", "==", "===")]
+        if not upper:
+            continue
+        reason = comment or above
+        words = re.findall(r"[A-Za-z]{2,}", reason)
+        if len(words) < 3 or _FILLER.fullmatch(reason) or re.search(r"\b(todo|fixme|tbd)\b", reason, re.I):
+            shown = f" (its comment: {reason!r})" if reason else ""
+            problems.append(f"line {number}: {line.split('#')[0].strip()!r} has an upper bound ({', '.join(upper)}) "
+                            f"without its reason{shown}; say why on its line, e.g. # not tested on pandas 3 yet")
+    return problems
+
+
 @CHECKS.add(points=2, section="2.4 What you need, and what you run",
-            hint="Pin every package with ==, including each direct requirement, within the .in's bounds; "
-                 "lock_agrees(in_text, txt_text) must return [].")
+            hint="Pin every package with ==, including each direct requirement, within the .in's bounds, one line "
+                 "per package sorted by name; lock_agrees(in_text, txt_text) must return [].")
 def lock_agrees_with_in(ctx):
     """requirements.in names the package's direct dependencies and requirements.txt pins them (lock_agrees)."""
     from mlops_kit.packaging import lock_agrees, parse_requirements
@@ -292,25 +430,31 @@ def lock_agrees_with_in(ctx):
     txt_text = ctx.read_text(_project(ctx, "requirements.txt"))
     try:
         direct = {r.name for r in parse_requirements(in_text)}
+        locked = [r.name for r in parse_requirements(txt_text)]
     except ValueError as err:
-        raise Fail(f"requirements.in, {err}") from None
+        raise Fail(f"requirements.in or .txt, {err}") from None
     missing = [n for n in NEEDED if n not in direct]
     if missing:
         raise Fail(f"requirements.in should name the packages cli.py imports ({', '.join(NEEDED)}); it lacks "
                    f"{', '.join(missing)}")
-    try:  # a broken or missing pyproject.toml is package_layout's failure; only compare when it reads
-        meta = tomllib.loads(ctx.read_text(_project(ctx, "pyproject.toml")))
-        declared = meta.get("project", {}).get("dependencies", [])
-        declared_names = {r.name for r in parse_requirements("\n".join(map(str, declared)))}
-    except (Fail, tomllib.TOMLDecodeError, ValueError, AttributeError):
-        declared_names = set()
-    if declared_names - direct:
-        raise Fail(f"pyproject.toml depends on {sorted(declared_names - direct)}, which requirements.in does not "
-                   "list: the two should name the same direct dependencies")
     problems = lock_agrees(in_text, txt_text)
     if problems:
         raise Fail(f"requirements.txt does not agree with requirements.in ({len(problems)} problem(s)):\n- "
                    + "\n- ".join(problems[:5]))
+    twice = sorted({n for n in locked if locked.count(n) > 1})
+    if twice or locked != sorted(locked):
+        where = f"{', '.join(twice[:4])} appear(s) more than once" if twice else (
+            f"the lines are not sorted by name (first out of place: {_first_unsorted(locked)})")
+        return Partial(0.5, f"requirements.txt agrees with requirements.in, but a lock has one line per package, "
+                       f"sorted by name: {where}")
+    return None
+
+
+def _first_unsorted(names: list[str]) -> str:
+    for a, b in zip(names, names[1:]):
+        if b < a:
+            return f"{b} after {a}"
+    return "?"
 
 
 @CHECKS.add(points=2, visible=False, depends=("lock_agrees_with_in",), section="2.4 What you need, and what you run",

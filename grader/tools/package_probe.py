@@ -1,30 +1,34 @@
-"""Probe a learner's Python package in a fresh sandboxed process: lint, type-check, install, run; write result.json.
+"""Probe a learner's Python package in a fresh sandboxed process: lint, type-check, install, run (the harness
+writes result.json).
 
-Runs inside the sandbox (`python -I package_probe.py ...`): it must not import the grader.
-The work dir is read-only, so the project is first copied into the writable out dir. Then, each step
-recorded whatever happens to the others:
+Runs inside the sandbox: it must not import the grader. The work dir is read-only, so the project is first
+copied into a private scratch directory. Then, each step recorded whatever happens to the others:
 1. `python -m ruff check --isolated <ruff args> .` (the learner's own ruff/mypy settings are ignored:
    everyone is judged by the same rules, passed in by the check);
 2. `python -m mypy --config-file <empty> <mypy args> src/<package>`;
-3. `python -m pip install --no-deps --no-build-isolation --no-index --target OUT/site PROJECT`: an offline
+3. `python -m pip install --no-deps --no-build-isolation --no-index --target SCRATCH/site PROJECT`: an offline
    build with the build backend already installed in the course environment (setuptools);
-4. the installed console script, with only OUT/site added to the path: `--help`, `summary CSV`,
-   `split CSV --seed N --out DIR` on the grader's CSV (an input, given as a 0-d string array).
+4. the installed console script, with only SCRATCH/site added to the path: `--help`, `summary CSV`,
+   `split CSV --seed N --out DIR` and `split CSV --seed N --test-size F --out DIR` on the grader's CSV (an
+   input, given as a 0-d string array).
+ruff and mypy only read the code. pip (which runs the project's build backend) and the installed command
+are learner code: they run through the harness's `run_learner`, in the inner sandbox (another uid, its own
+PID namespace, this probe's inputs and output hidden), with only the scratch directory writable.
 Results are raw (exit codes, output tails, the split's CSV text): the grader judges them itself.
-ruff and mypy run before any learner code does (pip runs the build backend, then the command); before
-writing result.json the probe kills whatever the learner's code left running in the sandbox.
 """
 
-import argparse
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
+from harness import probe_main, run_learner  # noqa: E402
 
 MAX_FILES, MAX_BYTES = 500, 5 * 2**20  # a package is small; refuse to copy anything bigger
 TAIL = 4000  # characters of each command's output kept
@@ -32,65 +36,28 @@ SILENCERS = re.compile(r"#\s*(type:\s*ignore|mypy:|noqa|ruff:\s*noqa)", re.IGNOR
 SKIP_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", "build", "dist", ".git", ".venv"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--work", required=True)
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--out", required=True)
+def add_arguments(parser) -> None:
     parser.add_argument("--project", required=True)  # work-relative directory of the project
     parser.add_argument("--package", required=True)  # import name, under src/
     parser.add_argument("--script", required=True)  # console script name from [project.scripts]
     parser.add_argument("--ruff-args", default="[]")  # JSON list
     parser.add_argument("--mypy-args", default="[]")  # JSON list
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    out = Path(args.out)
-    try:
-        result = run(args, out)
-    except Exception as err:  # never leave the grader without an answer
-        result = {"error": f"the package probe failed: {type(err).__name__}: {err}"[:500]}
-    stop_strays()
-    partial = out / "result.json.tmp"
-    partial.write_text(json.dumps(result))
-    partial.replace(out / "result.json")
+    parser.add_argument("--test-size", default="")  # a second split with this --test-size, when given
 
 
-def stop_strays() -> None:
-    """Kill every process the learner's code left behind, so none can rewrite result.json after us.
-
-    Only inside the sandbox's own PID namespace (pid 1 is bubblewrap); outside it, /proc lists the
-    user's other processes, which are none of our business.
-    """
-    try:
-        if Path("/proc/1/comm").read_text().strip() != "bwrap":
-            return
-    except OSError:
-        return
-    keep, pid = {os.getpid()}, os.getpid()
-    while pid > 1:  # our ancestors: bubblewrap's init and the launcher
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-        keep.add(pid)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in keep:
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
-
-
-def run(args, out: Path) -> dict:
+def run(args, inputs) -> dict:
     source = Path(args.work) / args.project
     if os.path.islink(source) or not source.is_dir():
         return {"error": f"{args.project} was not found (or is not a directory)"}
-    project = out / "project"
+    out = Path(args.out)
+    scratch = Path(tempfile.mkdtemp(prefix="package-"))
+    project = scratch / "project"
     problem = copy_project(source, project)
     if problem:
         return {"error": problem}
     result: dict = {"silenced": silencers(project)}
-    env = clean_env(out)
+    env = clean_env(scratch)
     result["ruff"] = command([sys.executable, "-m", "ruff", "check", "--isolated", "--no-fix",
                               "--cache-dir", str(out / ".ruff_cache"), *json.loads(args.ruff_args), "."],
                              cwd=project, env=env, timeout=60)
@@ -103,29 +70,51 @@ def run(args, out: Path) -> dict:
                                  cwd=project, env=env, timeout=120)
     else:
         result["mypy"] = {"returncode": None, "output": f"src/{args.package} is not a directory"}
-    site = out / "site"
-    result["install"] = command([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+    hidden = [str(out.resolve()), str(Path(args.input).resolve())]
+    site = scratch / "site"
+    result["install"] = learner([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                                  "--no-index", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
-                                 "--target", str(site), str(project)], cwd=out, env=env, timeout=120)
+                                 "--target", str(site), str(project)], scratch, env, 120, hidden)
     script = site / "bin" / args.script
-    result["script_installed"] = script.is_file()
+    result["script_installed"] = script.is_file() and not script.is_symlink()
     result["entry_points"] = entry_points(site)
-    if not script.is_file():
+    if not result["script_installed"]:
         return result
     run_env = dict(env, PYTHONPATH=str(site))
-    scratch = out / "run"
-    scratch.mkdir()
-    csv = scratch / "grader.csv"
-    import numpy as np
-
-    csv.write_text(str(np.load(Path(args.input) / "csv.npy", allow_pickle=False)))
-    result["help"] = command([str(script), "--help"], cwd=scratch, env=run_env, timeout=60)
-    result["summary"] = command([str(script), "summary", str(csv)], cwd=scratch, env=run_env, timeout=60)
-    split_dir = scratch / "split"
-    result["split"] = command([str(script), "split", str(csv), "--seed", str(args.seed), "--out", str(split_dir)],
-                              cwd=scratch, env=run_env, timeout=60)
+    runs = scratch / "run"
+    runs.mkdir()
+    csv = runs / "grader.csv"
+    csv.write_text(str(inputs["csv"]))
+    result["help"] = learner([str(script), "--help"], runs, run_env, 60, hidden)
+    result["summary"] = learner([str(script), "summary", str(csv)], runs, run_env, 60, hidden)
+    split_dir = runs / "split"
+    result["split"] = learner([str(script), "split", str(csv), "--seed", str(args.seed), "--out", str(split_dir)],
+                              runs, run_env, 60, hidden)
     result["split"]["files"] = {name: read_capped(split_dir / name) for name in ("train.csv", "test.csv")}
+    if args.test_size:
+        sized = runs / "split_sized"
+        result["split_sized"] = learner([str(script), "split", str(csv), "--seed", str(args.seed), "--test-size",
+                                         args.test_size, "--out", str(sized)], runs, run_env, 60, hidden)
+        result["split_sized"]["files"] = {name: read_capped(sized / name) for name in ("train.csv", "test.csv")}
     return result
+
+
+def learner(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, hidden: list[str]) -> dict:
+    """Run the learner's command in the inner sandbox, where only the scratch directory (the parent of the
+    project, the site and the runs) is writable; stdout goes through a file (it may be longer than a tail)."""
+    scratch = Path(env["HOME"])
+    stdout = Path(tempfile.mkstemp(dir=scratch, prefix=".stdout-")[1])
+    wrapped = ["/bin/sh", "-c", 'out="$1"; shift; exec "$@" >"$out"', "sh", str(stdout), *argv]
+    start = time.monotonic()
+    done = run_learner(wrapped, cwd=str(cwd), env=env, timeout=timeout, writable=[str(scratch)], hidden=hidden)
+    text = read_capped(stdout, 100_000) or ""
+    stdout.unlink(missing_ok=True)
+    if done["timed_out"]:
+        return {"returncode": None, "output": f"timed out after {timeout:.0f} s", "stdout": text[:100_000],
+                "stderr": done["stderr"][-TAIL:]}
+    return {"returncode": done["exit"], "stdout": text, "stderr": done["stderr"][-TAIL:],
+            "output": (text + done["stderr"])[-TAIL:], "seconds": round(time.monotonic() - start, 2),
+            "nested": done["nested"]}
 
 
 def copy_project(source: Path, dest: Path) -> str | None:
@@ -159,15 +148,15 @@ def silencers(project: Path) -> list[str]:
 def entry_points(site: Path) -> str:
     """The entry_points.txt pip installed (what [project.scripts] declared), if any."""
     for path in site.glob("*.dist-info/entry_points.txt"):
-        return path.read_text(errors="replace")[:TAIL]
+        return read_capped(path, TAIL) or ""
     return ""
 
 
 def clean_env(out: Path) -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.update(PYTHONDONTWRITEBYTECODE="1", PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
-               TMPDIR=str(out / "tmp"), NO_COLOR="1", TERM="dumb", COLUMNS="120")
+               TMPDIR=str(out / "tmp"), HOME=str(out), NO_COLOR="1", TERM="dumb", COLUMNS="120")
     (out / "tmp").mkdir(exist_ok=True)
     return env
 
@@ -196,4 +185,4 @@ def read_capped(path: Path, limit: int = 2**20) -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    probe_main(run, add_arguments)
