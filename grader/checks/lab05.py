@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -13,12 +16,12 @@ from grader.checks.common import (
     Fail,
     Partial,
     require_keys,
-    require_number,
     seeded_split,
     write_dvc_pointer,
     write_public_and_holdout,
 )
 from grader.labs import Lab
+from grader.sandbox import Limits
 
 LAB = Lab(
     id="05_tracking",
@@ -58,7 +61,16 @@ def prepare(work: Path) -> tuple[dict, dict]:
     (work / ".gitignore").write_text("/data/breast_cancer.csv\n/outputs/\n")
     sha = _git_commit(work)
     params = {"seed": LAB.seed, "data_path": DATA, "output_dir": "outputs"}
-    return params, {"public": public, "holdout": holdout, "git_sha": sha, "md5": md5}
+    return params, {"public": public, "holdout": holdout, "git_sha": sha, "md5": md5, "lesson_md5": _lesson_md5()}
+
+
+def _lesson_md5() -> str:
+    """The md5 of the whole course CSV, as the lesson writes it: the data version a learner may have typed in."""
+    import hashlib
+
+    from mlops_kit.data import breast_cancer_frame
+
+    return hashlib.md5(breast_cancer_frame().to_csv(index=False).encode()).hexdigest()
 
 
 def _git_commit(work: Path) -> str:
@@ -76,215 +88,348 @@ def _split(ctx):
     return seeded_split(ctx, TEST_SIZE)
 
 
-def _best(ctx) -> dict:
-    best = require_keys(ctx.read_json(ctx.output(BEST)), ("run_id", "cv_roc_auc", "roc_auc"), BEST)
-    if not isinstance(best["run_id"], str) or not re.fullmatch(r"[0-9a-f]{32}", best["run_id"]):
-        raise Fail(f"{BEST}: run_id must be an MLflow run id (32 hex digits), found {best['run_id']!r}")
-    return best
+def _value(value) -> float | None:
+    """A logged metric as the probe reports it (NaN and infinities come as strings): a float, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    return None
 
 
-def _store(ctx, with_model: bool = False) -> dict:
-    """The probe's view of the store; with the best run's model reloaded when `with_model`."""
-    args = ["--mode", "tracking", "--output-dir", str(ctx.params.get("output_dir", "outputs")),
-            "--experiment", EXPERIMENT]
-    inputs = None
-    if with_model:
-        X_train, X_test, y_train, y_test = _split(ctx)
-        inputs = {"X_test": X_test.to_numpy(), "y_test": y_test.to_numpy(), "columns": np.array(list(X_test.columns)),
-                  "train_features": X_train.to_numpy(), "train_labels": y_train.to_numpy()}
-        if "holdout" in ctx.hidden:
-            inputs["X_holdout"] = ctx.hidden["holdout"].drop(columns="target").to_numpy()
-        args += ["--run-id", _best(ctx)["run_id"], "--cv-folds", str(CV_FOLDS), "--cv-seed", str(ctx.params["seed"]),
-                 "--all-runs"]
-    result = ctx.probe("mlflow_probe", inputs, args=tuple(args))
-    if "error" in result:
-        raise Fail(f"{result['error']}{ctx.why_missing() if 'not found' in result['error'] else ''}")
-    return result
+def _named_id(ctx) -> str:
+    """The run id best_run.json names ("" when it cannot be read): only steers which runs the probe samples."""
+    try:
+        best = ctx.read_json(ctx.output(BEST))
+    except Fail:
+        return ""
+    return best.get("run_id", "") if isinstance(best, dict) and isinstance(best.get("run_id"), str) else ""
 
 
-def _children(ctx) -> tuple[str | None, list[dict]]:
-    """The parent with the most child runs in the experiment, and those children."""
-    runs = _store(ctx)["runs"]
-    counts: dict[str, int] = {}
-    for run in runs:
-        if run.get("parent"):
-            counts[run["parent"]] = counts.get(run["parent"], 0) + 1
-    if not counts:
-        return None, []
-    parent = max(counts, key=counts.get)
-    return parent, [r for r in runs if r.get("parent") == parent]
+def _store(ctx) -> dict:
+    """The probe's view of the store: runs, and every child run's own model reloaded and recomputed."""
+    X_train, X_test, y_train, y_test = _split(ctx)
+    inputs = {"X_test": X_test.to_numpy(), "y_test": y_test.to_numpy(), "columns": np.array(list(X_test.columns)),
+              "train_features": X_train.to_numpy(), "train_labels": y_train.to_numpy()}
+    args = ("--mode", "tracking", "--output-dir", str(ctx.params.get("output_dir", "outputs")),
+            "--experiment", EXPERIMENT, "--cv-folds", str(CV_FOLDS), "--cv-seed", str(ctx.params["seed"]),
+            "--named-run", _named_id(ctx))
+    return ctx.probe("mlflow_probe", inputs, args=args, needs=(ctx.output("mlflow.db"),),
+                     limits=Limits(wall_seconds=180))
 
 
-def _model(ctx) -> dict:
-    model = _store(ctx, with_model=True)["model"]
-    if "error" in model:
-        raise Fail(model["error"])
-    return model
+def _children(ctx) -> list[dict]:
+    """The child runs of the parent with the most children (the sweep)."""
+    store = _store(ctx)
+    if not store.get("sweep_parent"):
+        raise Fail(f"the experiment {EXPERIMENT!r} holds {len(store['runs'])} run(s) and none is nested: start each "
+                   "candidate with mlflow.start_run(nested=True) inside the parent's `with` block")
+    return [r for r in store["runs"] if r.get("parent") == store["sweep_parent"]]
+
+
+def _problems(run: dict) -> list[str]:
+    """Why a child run cannot count as a candidate of the sweep (empty when it can)."""
+    found = []
+    if run["status"] != "FINISHED":
+        found.append(f"status {run['status']}")
+    if not run["params"]:
+        found.append("no parameters")
+    for key in ("cv_roc_auc", "roc_auc"):
+        value = _value(run["metrics"].get(key))
+        if value is None or not 0.0 <= value <= 1.0:
+            found.append(f"{key} is {run['metrics'].get(key, 'missing')}")
+    return found
+
+
+def _candidates(ctx) -> list[dict]:
+    """The sweep's complete child runs (the incomplete ones are reported by sweep_logged, not held against others)."""
+    return [r for r in _children(ctx) if not _problems(r)]
+
+
+def _recomputed(ctx) -> list[tuple[dict, dict]]:
+    """(run, the probe's findings on its own model) for every complete child run the probe recomputed."""
+    recomputed = _store(ctx).get("recomputed", {})
+    pairs = [(r, recomputed[r["run_id"]]) for r in _candidates(ctx) if r["run_id"] in recomputed]
+    if not pairs:
+        raise Fail("no complete child run (finished, with parameters, cv_roc_auc and roc_auc) to check")
+    return pairs
+
+
+def _loaded(ctx) -> list[tuple[dict, dict]]:
+    """The recomputed runs whose model reloaded and predicted (the others are reported by model_reloads)."""
+    return [(r, m) for r, m in _recomputed(ctx) if "error" not in m and "proba_error" not in m]
+
+
+def _share(problems: list[str], total: int, what: str):
+    """Full points without problems; else the share of runs without one, naming the first few."""
+    if not problems:
+        return None
+    message = f"{len(problems)} of {total} child run(s) {what}: " + "; ".join(problems[:4])
+    if len(problems) > 4:
+        message += f"; … ({len(problems) - 4} more)"
+    if len(problems) >= total:
+        raise Fail(message)
+    return Partial(1 - len(problems) / total, message)
 
 
 @CHECKS.add(points=1, hint="use_local_store(output_dir, EXPERIMENT) before starting any run.",
             section="5.2 A tracking store that is just two paths")
 def store_opens(ctx):
-    """output_dir/mlflow.db is an MLflow store holding the experiment breast-cancer-sweep."""
-    runs = _store(ctx)["runs"]
-    if not runs:
+    """output_dir/mlflow.db is an MLflow store holding the experiment breast-cancer-sweep, artifacts in output_dir/artifacts."""
+    store = _store(ctx)
+    if not store["runs"]:
         raise Fail(f"the experiment {EXPERIMENT!r} in {ctx.output('mlflow.db')} holds no runs")
+    location = urlparse(str(store.get("artifact_location") or "")).path.rstrip("/")
+    if not location.endswith("/" + ctx.output("artifacts").strip("/")):
+        return Partial(0.5, f"the experiment keeps its artifacts in {store.get('artifact_location')}, not in "
+                            f"{ctx.output('artifacts')}: create it with use_local_store (5.2)")
 
 
-@CHECKS.add(points=2, depends=("store_opens",), hint="Log params, cv_roc_auc and roc_auc in every child run.",
-            section="5.4 A sweep: parent and child runs")
+@CHECKS.add(points=2, depends=("store_opens",), hint="Log params, cv_roc_auc and roc_auc in every child run, and fit "
+            "each candidate with its own settings.", section="5.4 A sweep: parent and child runs")
 def sweep_logged(ctx):
-    """At least six finished child runs, each with hyperparameters, cv_roc_auc and roc_auc; settings differ."""
-    _, children = _children(ctx)
-    if len(children) < MIN_RUNS:
+    """At least six finished child runs with hyperparameters, cv_roc_auc and roc_auc, and six different models."""
+    children = _children(ctx)
+    incomplete = [f"{r['name']}: {', '.join(_problems(r))}" for r in children if _problems(r)]
+    complete = [r for r in children if not _problems(r)]
+    if len(complete) < MIN_RUNS:
         flat = sum(1 for r in _store(ctx)["runs"] if not r.get("parent"))
-        raise Fail(f"expected at least {MIN_RUNS} child runs under one parent run in {EXPERIMENT!r}, found "
-                   f"{len(children)} (and {flat} top-level runs): start each candidate with "
-                   "mlflow.start_run(nested=True) inside the parent's `with` block")
-    problems = []
-    for run in children:
-        if run["status"] != "FINISHED":
-            problems.append(f"{run['name']}: status {run['status']}")
-        if not run["params"]:
-            problems.append(f"{run['name']}: no parameters")
-        for key in ("cv_roc_auc", "roc_auc"):
-            value = run["metrics"].get(key)
-            if value is None or not 0.0 <= value <= 1.0:
-                problems.append(f"{run['name']}: metric {key} is {value}")
-    if problems:
-        raise Fail("child runs are incomplete: " + "; ".join(problems[:5]))
-    settings = {tuple(sorted(r["params"].items())) for r in children}
+        raise Fail(f"expected at least {MIN_RUNS} complete child runs under one parent run in {EXPERIMENT!r}, found "
+                   f"{len(complete)} (and {flat} top-level runs)" + (": " + "; ".join(incomplete[:4]) if incomplete
+                                                                    else ""))
+    settings = {tuple(sorted(r["params"].items())) for r in complete}
     if len(settings) < MIN_RUNS:
-        raise Fail(f"only {len(settings)} distinct hyperparameter settings among {len(children)} runs: a sweep "
+        raise Fail(f"only {len(settings)} distinct hyperparameter settings among {len(complete)} runs: a sweep "
                    f"needs at least {MIN_RUNS} different candidates")
+    models = [m for _, m in _loaded(ctx)]
+    distinct = {json.dumps([m.get("class_"), m.get("params"), m.get("fingerprint")], sort_keys=True, default=str)
+                for m in models}
+    if len(models) >= MIN_RUNS and len(distinct) < MIN_RUNS:
+        raise Fail(f"the {len(models)} child runs logged only {len(distinct)} different model(s) (same estimator "
+                   "parameters and the same predictions on the test split), under different logged settings: fit "
+                   "each candidate with its own hyperparameters and log that fitted pipeline in its own run")
+    if incomplete:
+        return Partial(0.5, f"{len(incomplete)} child run(s) are incomplete and were left out of the sweep: "
+                            + "; ".join(incomplete[:4]) + f" (the other {len(complete)} are graded)")
 
 
-@CHECKS.add(points=1, depends=("sweep_logged",), hint="Open the parent with mlflow.start_run() and the children "
+@CHECKS.add(points=1, depends=("store_opens",), hint="Open the parent with mlflow.start_run() and the children "
             "inside it with nested=True.", section="5.4 A sweep: parent and child runs")
 def parent_run(ctx):
     """The children's parent is a finished top-level run of the same experiment."""
-    parent, _ = _children(ctx)
+    _children(ctx)
+    parent = _store(ctx)["sweep_parent"]
     runs = {r["run_id"]: r for r in _store(ctx)["runs"]}
     if parent not in runs:
         raise Fail(f"the children point to parent run {parent}, which is not in the experiment {EXPERIMENT!r}")
     if runs[parent].get("parent"):
-        raise Fail("the sweep's parent is itself nested: make the parent a top-level run")
+        raise Fail(f"the sweep's parent {runs[parent]['name']} is itself nested in run {runs[parent]['parent']}: "
+                   "make the parent a top-level run")
     if runs[parent]["status"] != "FINISHED":
         raise Fail(f"the parent run is {runs[parent]['status']}: end it (leave its `with` block)")
 
 
-@CHECKS.add(points=2, depends=("sweep_logged",), hint="tags = {'git_sha': git_sha('.'), 'data_version': "
+def _tag_problem(ctx, key: str, children: list[dict]) -> str | None:
+    """What is wrong with tag `key` on the child runs, diagnosed from the values found (None: nothing)."""
+    values = [r["tags"].get(key) for r in children]
+    lacking = [r["name"] for r, v in zip(children, values) if v is None]
+    if lacking:
+        return f"{len(lacking)} of {len(children)} child runs lack the tag {key} (e.g. {', '.join(lacking[:2])})"
+    found = sorted(set(values))
+    want = ctx.hidden.get("git_sha" if key == "git_sha" else "md5")
+    helper = "git_sha('.')" if key == "git_sha" else "data_version(data_path)"
+    if want is None:  # a self-check: only the shape can be judged
+        shape = SHA if key == "git_sha" else MD5
+        if all(v == "unknown" or shape.match(v) for v in found):
+            return None
+        return f"tag {key} must be a {'commit SHA' if key == 'git_sha' else 'md5'} or 'unknown', found {found[:3]}"
+    if found == [want]:
+        return None
+    if "unknown" in found:
+        where = ("found no git repository: call it on the notebook's working directory, which the grader makes a "
+                 "repository" if key == "git_sha" else "found no .dvc file for that path: give it data_path itself")
+        return f"tag {key} is 'unknown' on some runs: {helper} {where} (expected {want})"
+    if key == "data_version" and ctx.hidden.get("lesson_md5") in found:
+        return (f"tag data_version is {ctx.hidden['lesson_md5']}, the md5 of the lesson's full CSV, not of the file "
+                f"at data_path ({want}): it was typed in: compute it with {helper}")
+    shape = SHA if key == "git_sha" else MD5
+    if all(shape.match(v) for v in found):
+        what = ("the commit checked out where the grader ran your notebook" if key == "git_sha"
+                else "the md5 the .dvc file beside data_path records")
+        return (f"tag {key} is {', '.join(found[:2])} but {what} is {want}: a value typed in (or computed for "
+                f"another folder or file) goes stale: compute it with {helper}")
+    return f"tag {key}: expected {want} on every child run, found {found[:3]}: compute it with {helper}"
+
+
+@CHECKS.add(points=2, depends=("store_opens",), hint="tags = {'git_sha': git_sha('.'), 'data_version': "
             "data_version(data_path)}; set them in every child run.", section="5.1 Lineage: which code, which data?")
 def lineage_tags(ctx):
-    """Every child run carries the git SHA of the work directory and the DVC md5 of the data."""
-    _, children = _children(ctx)
-    expected = {"git_sha": ctx.hidden.get("git_sha"), "data_version": ctx.hidden.get("md5")}
-    shapes = {"git_sha": SHA, "data_version": MD5}
-    for key, want in expected.items():
-        found = {r["tags"].get(key) for r in children}
-        if None in found:
-            raise Fail(f"some child runs lack the tag {key}; found values {sorted(map(str, found))[:3]}")
-        if want is not None:
-            if found != {want}:
-                raise Fail(f"tag {key}: expected {want} on every child run (the grader's repository and .dvc "
-                           f"file), found {sorted(found)[:3]}: compute it, do not type it")
-        elif not all(v == "unknown" or shapes[key].match(v) for v in found):
-            raise Fail(f"tag {key} must be a {'commit SHA' if key == 'git_sha' else 'md5'} or 'unknown', "
-                       f"found {sorted(found)[:3]}")
+    """Every child run carries the git SHA of the work directory and the DVC md5 of the data, both computed."""
+    children = _children(ctx)
+    problems = [p for p in (_tag_problem(ctx, key, children) for key in ("git_sha", "data_version")) if p]
+    if len(problems) == 2:
+        raise Fail("; ".join(problems))
+    if problems:
+        return Partial(0.5, problems[0])
 
 
-@CHECKS.add(points=1, depends=("sweep_logged",), hint="Copy the chosen child run's id and its logged metrics into "
-            "best_run.json.", section="5.6 The best run, and trusting its number")
-def best_run_named(ctx):
-    """best_run.json names a child run of the sweep and repeats the metrics that run logged."""
+def _best(ctx) -> dict:
+    best = ctx.read_json(ctx.output(BEST))
+    best = require_keys(best, ("run_id",), BEST)
+    if not isinstance(best["run_id"], str) or not re.fullmatch(r"[0-9a-f]{32}", best["run_id"]):
+        raise Fail(f"{BEST}: run_id must be an MLflow run id (32 hex digits), found {best['run_id']!r}")
+    return best
+
+
+def _best_run(ctx) -> dict:
+    """The child run best_run.json names."""
     best = _best(ctx)
-    _, children = _children(ctx)
-    mine = next((r for r in children if r["run_id"] == best["run_id"]), None)
+    mine = next((r for r in _children(ctx) if r["run_id"] == best["run_id"]), None)
     if mine is None:
         raise Fail(f"{BEST} names run {best['run_id']}, which is not a child run of the sweep")
+    return mine
+
+
+@CHECKS.add(points=1, depends=("store_opens",), hint="Write the chosen child run's run_id into best_run.json.",
+            section="5.6 The best run, and trusting its number")
+def best_run_named(ctx):
+    """best_run.json names a complete child run of the sweep by its run_id."""
+    mine = _best_run(ctx)
+    if _problems(mine):
+        raise Fail(f"{BEST} names {mine['name']}, an incomplete run ({', '.join(_problems(mine))})")
+
+
+@CHECKS.add(points=1, depends=("best_run_named",), hint="Copy the run's model_uri and its logged metrics unrounded: "
+            "best_run(...) and mlflow.get_run(run_id).data.metrics.", section="5.6 The best run, and trusting its number")
+def best_run_copied(ctx):
+    """best_run.json repeats the named run's model_uri (models:/m-…) and the cv_roc_auc and roc_auc it logged."""
+    best, mine = _best(ctx), _best_run(ctx)
+    problems = []
+    uri = best.get("model_uri")
+    if uri is None:
+        problems.append("it has no model_uri")
+    elif uri not in mine["model_uris"]:
+        problems.append(f"model_uri is {uri!r}, but that run's logged model is "
+                        f"{mine['model_uris'][-1] if mine['model_uris'] else 'missing'}")
     for key in ("cv_roc_auc", "roc_auc"):
-        reported = require_number(best[key], f"{BEST}: {key}", 0.0, 1.0)
-        if abs(reported - mine["metrics"][key]) > 1e-9:
-            raise Fail(f"{BEST}: {key} = {reported}, but the run logged {mine['metrics'][key]}: copy the logged value")
+        reported, logged = best.get(key), _value(mine["metrics"].get(key))
+        if isinstance(reported, bool) or not isinstance(reported, (int, float)):
+            problems.append(f"{key} is {reported!r}, not a number")
+        elif logged is None or abs(reported - logged) > 1e-9:
+            problems.append(f"{key} = {reported}, but the run logged {mine['metrics'].get(key)}: copy the logged value")
+    if problems:
+        raise Fail(f"{BEST}: " + "; ".join(problems))
 
 
 @CHECKS.add(points=1, depends=("best_run_named",), hint="Pick the child with the highest cv_roc_auc, never the "
             "highest test score.", section="5.6 The best run, and trusting its number")
 def best_by_cv(ctx):
     """The run named in best_run.json has the highest cv_roc_auc of the sweep."""
-    _, children = _children(ctx)
-    top = max(children, key=lambda r: r["metrics"]["cv_roc_auc"])
-    mine = next(r for r in children if r["run_id"] == _best(ctx)["run_id"])
+    candidates = _candidates(ctx)
+    top = max(candidates, key=lambda r: r["metrics"]["cv_roc_auc"])
+    mine = _best_run(ctx)
     if mine["metrics"]["cv_roc_auc"] < top["metrics"]["cv_roc_auc"] - 1e-12:
+        by_test = max(candidates, key=lambda r: r["metrics"]["roc_auc"])
+        why = " — it has the highest test roc_auc: the test split chose it" if by_test["run_id"] == mine["run_id"] else ""
         raise Fail(f"{BEST} names {mine['name']} (cv_roc_auc {mine['metrics']['cv_roc_auc']:.4f}), but "
-                   f"{top['name']} has {top['metrics']['cv_roc_auc']:.4f}: choose by cv_roc_auc")
+                   f"{top['name']} has {top['metrics']['cv_roc_auc']:.4f}{why}: choose by cv_roc_auc")
 
 
-@CHECKS.add(points=2, depends=("best_run_named",), hint="log_sklearn_model(pipeline, X_train) inside the child "
+@CHECKS.add(points=2, depends=("store_opens",), hint="log_sklearn_model(pipeline, X_train) inside each child "
             "run: skops format, signature and input example.", section="5.3 Logging a model that can be trusted later")
 def model_reloads(ctx):
-    """The best run's logged model (skops, with signature and input example) reloads in a sandbox and predicts."""
-    model = _model(ctx)
-    if "proba_error" in model:
-        raise Fail(f"the reloaded model cannot predict on the test split: {model['proba_error']}")
-    missing = [what for what, key in (("a signature", "has_signature"), ("an input example", "has_input_example"))
-               if not model[key]]
-    if missing:
-        return Partial(0.5, f"the model reloads, but was logged without {' and '.join(missing)}: pass "
-                            "signature= and input_example= to log_model")
+    """Every child run's logged model (skops, with signature and input example) reloads in a sandbox and predicts."""
+    pairs = _recomputed(ctx)
+    problems = []
+    for run, model in pairs:
+        if "error" in model or "proba_error" in model:
+            problems.append(f"{run['name']}: {model.get('error') or model['proba_error']}")
+            continue
+        missing = [what for what, key in (("a signature", "has_signature"), ("an input example", "has_input_example"))
+                   if not model.get(key)]
+        if missing:
+            problems.append(f"{run['name']}: the model was logged without {' and '.join(missing)} (pass signature= "
+                            "and input_example= to log_model)")
+    return _share(problems, len(pairs), "have a model that cannot be trusted later")
 
 
-def _mismatches(ctx, metric: str) -> list[str]:
-    """Child runs whose logged `metric` differs from the grader's recomputation from their own logged model."""
-    recomputed = _store(ctx, with_model=True).get("recomputed", {})
-    wrong = []
-    for run in sorted(_children(ctx)[1], key=lambda r: r["run_id"] != _best(ctx)["run_id"]):
-        again = recomputed.get(run["run_id"], {})
-        value = again.get("roc_auc") if metric == "roc_auc" else again.get("cv", {}).get("mean")
-        if value is None:
-            wrong.append(f"{run['name']}: cannot recompute ({again.get('error') or again.get('cv', {}).get('error')})")
-        elif abs(run["metrics"][metric] - value) > 1e-4:
-            wrong.append(f"{run['name']}: logged {run['metrics'][metric]:.6f}, recomputed {value:.6f}")
-    return wrong
+def _per_run(ctx, judge, what: str):
+    """Apply `judge(run, model) -> problem or None` to every run whose model reloaded; share of runs without one."""
+    pairs = _loaded(ctx)
+    if not pairs:
+        raise Fail("no child run's model reloaded (see model_reloads)")
+    problems = [p for p in (judge(run, model) for run, model in pairs) if p]
+    return _share(problems, len(pairs), what)
 
 
 @CHECKS.add(points=2, depends=("model_reloads",), hint="Log roc_auc of the same fitted pipeline you log as the "
             "model, on X_test of the seeded split.", section="5.6 The best run, and trusting its number")
 def metric_reproduces(ctx):
     """Every child run's logged roc_auc equals the ROC AUC its own logged model gives on the seeded test split."""
-    wrong = _mismatches(ctx, "roc_auc")
-    if wrong:
-        raise Fail(f"{len(wrong)} run(s) logged a roc_auc that their model does not give on the test split of "
-                   f"seed {ctx.params['seed']} (allowed difference 1e-4): " + "; ".join(wrong[:3]))
+    def judge(run, model):
+        logged = run["metrics"]["roc_auc"]
+        if abs(logged - model["roc_auc"]) > 1e-4:
+            return f"{run['name']}: logged {logged:.6f}, its model gives {model['roc_auc']:.6f}"
+        return None
+
+    return _per_run(ctx, judge, f"logged a roc_auc that their model does not give on the test split of seed "
+                                f"{ctx.params['seed']} (allowed difference 1e-4)")
 
 
 @CHECKS.add(points=1, depends=("model_reloads",), hint="cross_validate_auc(pipeline, X_train, y_train, folds=3, "
             "seed=seed) before fitting; log its mean as cv_roc_auc.", section="5.4 A sweep: parent and child runs")
 def cv_reproduces(ctx):
     """Every child run's cv_roc_auc matches a re-run of the seeded 3-fold CV on a clone of its model."""
-    wrong = _mismatches(ctx, "cv_roc_auc")
-    if wrong:
-        raise Fail(f"{len(wrong)} run(s) logged a cv_roc_auc that 3-fold CV (seed {ctx.params['seed']}) of their "
-                   "model does not reproduce (allowed difference 1e-4): " + "; ".join(wrong[:3]))
+    def judge(run, model):
+        cv = model.get("cv", {})
+        if "mean" not in cv:
+            return f"{run['name']}: cross-validating a clone failed ({cv.get('error')})"
+        if abs(run["metrics"]["cv_roc_auc"] - cv["mean"]) > 1e-4:
+            return f"{run['name']}: logged {run['metrics']['cv_roc_auc']:.6f}, recomputed {cv['mean']:.6f}"
+        return None
+
+    return _per_run(ctx, judge, f"logged a cv_roc_auc that {CV_FOLDS}-fold stratified CV (seed {ctx.params['seed']}) "
+                                "of their model's clone on X_train does not reproduce (allowed difference 1e-4)")
 
 
 @CHECKS.add(points=1, depends=("model_reloads",), hint="Log the hyperparameters under the estimator's own names "
             "(C, max_depth, …) with the values the model was fitted with.", section="5.4 A sweep: parent and child runs")
 def params_match_model(ctx):
-    """The best run's logged hyperparameters are those of the model it logged."""
-    model = _model(ctx)
-    logged = next(r for r in _children(ctx)[1] if r["run_id"] == _best(ctx)["run_id"])["params"]
-    shared = [k for k in logged if k in model["params"]]
-    if not shared:
-        raise Fail(f"none of the logged parameters {sorted(logged)[:5]} is a parameter of the final estimator "
-                   f"({sorted(model['params'])[:6]}…): log them under the estimator's names")
-    wrong = [f"{k}: logged {logged[k]}, model has {model['params'][k]}" for k in shared
-             if str(logged[k]) != str(model["params"][k])]
-    if wrong:
-        raise Fail("logged parameters differ from the model's: " + "; ".join(wrong[:3]))
+    """Every child run's logged hyperparameters are those of the model it logged."""
+    def judge(run, model):
+        own = model.get("params") or {}
+        shared = [k for k in run["params"] if k in own]
+        if not shared:
+            return (f"{run['name']}: none of its parameters {sorted(run['params'])[:4]} is a parameter of the "
+                    f"final estimator ({', '.join(sorted(own)[:5])}, …)")
+        wrong = [f"{k} logged {run['params'][k]}, model has {own[k]}" for k in shared
+                 if str(run["params"][k]) != str(own[k])]
+        return f"{run['name']}: " + ", ".join(wrong[:2]) if wrong else None
+
+    return _per_run(ctx, judge, "claim hyperparameters their logged model does not have")
 
 
-@CHECKS.add(points=2, visible=False, depends=("metric_reproduces",),
+@CHECKS.add(points=1, depends=("model_reloads",), hint="Fit each candidate on X_train only (never on X or on the "
+            "test rows) and log that fitted pipeline.", section="5.6 The best run, and trusting its number")
+def fitted_on_train(ctx):
+    """Every child run's model was fitted on X_train of the seeded split (a clone refitted on it predicts the same)."""
+    def judge(run, model):
+        rows = model.get("fitted_on")
+        if rows == "train":
+            return None
+        if rows == "all":
+            return f"{run['name']}: it was fitted on train + test (refitting a clone on all rows reproduces it)"
+        if str(rows).startswith("error"):
+            return f"{run['name']}: refitting a clone failed ({rows})"
+        return (f"{run['name']}: a clone refitted on X_train (seed {ctx.params['seed']}) predicts differently, so it "
+                "was fitted on other rows")
+
+    return _per_run(ctx, judge, "logged a model not fitted on X_train, so its test roc_auc is not a test score")
+
+
+@CHECKS.add(points=2, visible=False, depends=("best_run_named", "model_reloads"),
             hint="Choose by cross-validation, never by the test score; a scaled, regularised model generalises.",
             section="5.6 The best run, and trusting its number")
 def holdout_confirms(ctx):
@@ -293,10 +438,19 @@ def holdout_confirms(ctx):
 
     if "holdout" not in ctx.hidden:
         raise Fail("the hidden holdout is only available at grading")
-    proba = np.asarray(_model(ctx)["proba"].get("holdout", []))
-    auc = float(roc_auc_score(ctx.hidden["holdout"]["target"].to_numpy(), proba))
-    logged = float(_best(ctx)["roc_auc"])
+    mine = _best_run(ctx)
+    model = _store(ctx).get("recomputed", {}).get(mine["run_id"], {})
+    if "artifact" not in model or "proba_error" in model:
+        raise Fail(f"the model of {mine['name']} did not reload ({model.get('error') or model.get('proba_error')})")
+    holdout = ctx.hidden["holdout"]
+    features = holdout.drop(columns="target")
+    result = ctx.probe("sklearn_model", {"X_holdout": features.to_numpy(), "columns": np.array(list(features.columns))},
+                       args=("--artifact", model["artifact"]))
+    if "proba_error" in result:
+        raise Fail(f"the best model cannot predict the holdout: {result['proba_error']}")
+    auc = float(roc_auc_score(holdout["target"].to_numpy(), np.asarray(result["proba"]["holdout"])))
+    logged = _value(mine["metrics"]["roc_auc"])
     if auc < HOLDOUT_FLOOR:
         raise Fail(f"holdout ROC AUC {auc:.3f} is below {HOLDOUT_FLOOR}")
-    if auc < logged - HOLDOUT_SLACK:
+    if logged is not None and math.isfinite(logged) and auc < logged - HOLDOUT_SLACK:
         return Partial(0.5, f"holdout ROC AUC {auc:.3f} is more than {HOLDOUT_SLACK} below the logged {logged:.3f}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from pathlib import Path
 
@@ -36,7 +37,9 @@ REQUIRED_TESTS = ("minimum_functionality", "invariance", "directional")
 GATE, PROMOTION, CARD = "promotion_gate.py", "promotion.json", "model_card.md"
 DATA = "data/breast_cancer.csv"
 CARD_SECTIONS = ("Intended use", "Data", "Metrics", "Limitations", "Ethical considerations")
-PLACEHOLDERS = re.compile(r"\b(todo|tbd|fixme|lorem|ipsum|xxx|fill (this )?in)\b|^\s*(\.\.\.|…)\s*$",
+PLACEHOLDERS = re.compile(r"\b(todo|tbd|fixme|lorem|ipsum|xxx|placeholder|fill (this |me )?in|to be (written|"
+                          r"completed|filled|done)|coming soon|your (text|answer|sentences?) here)\b|^\s*(\.\.\.|…)\s*$"
+                          r"|<[A-Za-z][^<>\n]{0,40}>|\[(insert|your|describe)[^\]\n]*\]",
                           re.IGNORECASE | re.MULTILINE)
 CHECKS = Checks()
 
@@ -58,6 +61,9 @@ HIDDEN_BLOCK = (
      {"minimum_functionality": True, "invariance": True}),
     ("a better challenger with no behavioural results at all", {"roc_auc": 0.93}, {"roc_auc": 0.99}, {}),
     ("a challenger whose roc_auc is NaN", {"roc_auc": 0.93}, {"roc_auc": float("nan")}, _PASS),
+    ("a better challenger whose invariance result is None", {"roc_auc": 0.93}, {"roc_auc": 0.99},
+     {**_PASS, "invariance": None}),
+    ("a challenger that logged no roc_auc", {"roc_auc": 0.93}, {"accuracy": 0.99}, _PASS),
     ("no champion, but a challenger failing a test", None, {"roc_auc": 0.99}, {**_PASS, "directional": False}),
 )
 HIDDEN_PROMOTE = (
@@ -67,6 +73,18 @@ HIDDEN_PROMOTE = (
     ("a better challenger passing extra tests too", {"roc_auc": 0.95}, {"roc_auc": 0.96},
      {**_PASS, "calibration": True}),
 )
+
+
+# words that say nothing about *this* model: filler if a section holds little else
+STOPWORDS = frozenset("""a about above after all also an and any are as at be been being but by can could do does for
+from has have here if in into is it its may might more most must no not of on or our such than that the their them
+then there these this those to under was we were what when which while who will with would you your model models
+section sections describes description information details text write written here use used using""".split())
+
+
+def _gate_scenarios() -> list[tuple]:
+    """The hidden scenarios with their right answer: (description, champion, challenger, behaviour, promote?)."""
+    return [(*s, False) for s in HIDDEN_BLOCK] + [(*s, True) for s in HIDDEN_PROMOTE]
 
 
 def prepare(work: Path) -> tuple[dict, dict]:
@@ -79,7 +97,7 @@ def prepare(work: Path) -> tuple[dict, dict]:
     frame.to_csv(csv, index=False)
     md5 = write_dvc_pointer(csv)
     params = {"seed": LAB.seed, "data_path": DATA, "output_dir": "outputs"}
-    return params, {"public": frame, "md5": md5}
+    return params, {"public": frame, "md5": md5, "gate_scenarios": _gate_scenarios()}
 
 
 def _split(ctx):
@@ -89,12 +107,10 @@ def _split(ctx):
 def _registry(ctx) -> dict:
     _, X_test, _, y_test = _split(ctx)
     inputs = {"X_test": X_test.to_numpy(), "y_test": y_test.to_numpy(), "columns": np.array(list(X_test.columns))}
-    result = ctx.probe("mlflow_probe", inputs, args=("--mode", "registry", "--output-dir",
-                                                     str(ctx.params.get("output_dir", "outputs")),
-                                                     "--model-name", MODEL_NAME, "--experiment", EXPERIMENT))
-    if "error" in result:
-        raise Fail(f"{result['error']}{ctx.why_missing() if 'not found' in result['error'] else ''}")
-    return result
+    return ctx.probe("mlflow_probe", inputs, args=("--mode", "registry", "--output-dir",
+                                                   str(ctx.params.get("output_dir", "outputs")),
+                                                   "--model-name", MODEL_NAME, "--experiment", EXPERIMENT),
+                     needs=(ctx.output("mlflow.db"),))
 
 
 def _versions(ctx) -> dict:
@@ -103,52 +119,82 @@ def _versions(ctx) -> dict:
             if {"cv_roc_auc", "roc_auc"} <= set(r.get("run", {}).get("metrics", {}))}
 
 
-def _expected(ctx) -> dict:
-    """The state the lab's procedure leads to: incumbent, candidate, and whether the gate must promote."""
+def _roles(ctx) -> dict:
+    """The versions of the sweep's lowest-cv run (the incumbent) and highest-cv run (the candidate)."""
     registry, versions = _registry(ctx), _versions(ctx)
-    children = [r for r in registry.get("runs", []) if r.get("parent") and "cv_roc_auc" in r["metrics"]]
+    children = [r for r in registry.get("runs", []) if r.get("parent") and isinstance(r["metrics"].get("cv_roc_auc"),
+                                                                                      float)]
     if not children:
         raise Fail(f"the experiment {EXPERIMENT!r} holds no child runs with cv_roc_auc: keep the setup cell as given")
-    worst = min(children, key=lambda r: r["metrics"]["cv_roc_auc"])
-    best = max(children, key=lambda r: r["metrics"]["cv_roc_auc"])
     chosen = {}
-    for role, run in (("incumbent", worst), ("candidate", best)):
+    for role, run in (("incumbent", min(children, key=lambda r: r["metrics"]["cv_roc_auc"])),
+                      ("candidate", max(children, key=lambda r: r["metrics"]["cv_roc_auc"]))):
         mine = [v for v in versions if versions[v]["run_id"] == run["run_id"]]
         if not mine:
             raise Fail(f"no version of {MODEL_NAME} comes from the {role} run {run['name']} (cv_roc_auc "
                        f"{run['metrics']['cv_roc_auc']:.4f}, the {'lowest' if role == 'incumbent' else 'highest'} "
                        f"of the sweep); registered runs: {sorted({versions[v]['run']['name'] for v in versions})}")
         chosen[role] = max(mine, key=int)  # the latest registration of that run
-    low, high = chosen["incumbent"], chosen["candidate"]
+    return chosen
+
+
+def _expected(ctx) -> dict:
+    """The state the lab's procedure leads to: incumbent, candidate, and whether the gate must promote."""
+    registry, versions, roles = _registry(ctx), _versions(ctx), _roles(ctx)
+    low, high = roles["incumbent"], roles["candidate"]
     behaviour = registry["behaviour"].get(high, {})
     if "error" in behaviour:
         raise Fail(f"the challenger (version {high}) could not be tested: {behaviour['error']}")
     passes = all(behaviour.get("tests", {}).get(t) is True for t in REQUIRED_TESTS)
-    better = versions[high]["run"]["metrics"]["roc_auc"] > versions[low]["run"]["metrics"]["roc_auc"]
-    return {"before": low, "challenger": high, "promote": passes and better,
-            "behaviour": behaviour.get("tests", {}), "champion": high if passes and better else low}
+    new, old = versions[high]["run"]["metrics"]["roc_auc"], versions[low]["run"]["metrics"]["roc_auc"]
+    better = isinstance(new, float) and isinstance(old, float) and new > old
+    return {"before": low, "challenger": high, "promote": passes and better, "passes": passes, "better": better,
+            "new": new, "old": old, "behaviour": behaviour.get("tests", {}),
+            "champion": high if passes and better else low}
 
 
-def _gate(ctx, scenarios) -> list[dict]:
-    payload = [{"champion": c, "challenger": n, "behaviour": b} for _, c, n, b, *_ in scenarios]
+def _decoys(rng: random.Random, count: int) -> list[tuple]:
+    """Scenarios whose answers are not graded: the gate cannot tell the graded ones by their place or number."""
+    found = []
+    for _ in range(count):
+        def metrics():
+            return {"roc_auc": round(rng.uniform(0.6, 1.0), 4), **({"accuracy": round(rng.uniform(0.6, 1.0), 3)}
+                                                                   if rng.random() < 0.5 else {})}
+        behaviour = {t: rng.random() < 0.8 for t in REQUIRED_TESTS if rng.random() < 0.9}
+        found.append(("decoy", None if rng.random() < 0.2 else metrics(), metrics(), behaviour, None))
+    return found
+
+
+def _gate(ctx, scenarios, decoys: int) -> list[dict]:
+    """The gate's answer to each scenario, each asked in its own fresh process, shuffled among decoys."""
+    rng = random.Random(f"{ctx.work}:{len(scenarios)}")  # unpredictable per job, stable within it (one probe)
+    asked = [(i, s) for i, s in enumerate(scenarios)] + [(None, d) for d in _decoys(rng, decoys)]
+    rng.shuffle(asked)
+    payload = [{"champion": c, "challenger": n, "behaviour": b} for _, (_, c, n, b, *_) in asked]
     result = ctx.probe("mlflow_probe", {"scenarios": np.array(json.dumps(payload))},
                        args=("--mode", "gate", "--output-dir", str(ctx.params.get("output_dir", "outputs")),
-                             "--gate-file", GATE, "--label", scenarios[0][0]))
-    if "error" in result:
-        raise Fail(f"{result['error']}{ctx.why_missing() if 'not found' in result['error'] else ''}")
+                             "--gate-file", GATE), needs=(ctx.output(GATE),))
     answers = result.get("answers")
-    if not isinstance(answers, list) or len(answers) != len(scenarios):
+    if not isinstance(answers, list) or len(answers) != len(asked):
         raise Fail("your gate module did not answer every scenario")
-    return answers
+    found = [None] * len(scenarios)
+    for (index, _), answer in zip(asked, answers):
+        if index is not None:
+            found[index] = answer if isinstance(answer, dict) else {"error": "garbled answer"}
+    return found
 
 
-def _wrong(answers, scenarios, want: bool) -> list[str]:
+def _wrong(answers, scenarios, want=None) -> list[str]:
+    """The scenarios the gate got wrong, each with what it did."""
     wrong = []
     for answer, scenario in zip(answers, scenarios):
-        if answer.get("type") != "bool":
-            wrong.append(f"{scenario[0]} (returned a {answer.get('type')}"
-                         f"{': ' + answer['error'] if answer.get('error') else ''}, not a bool)")
-        elif answer.get("value") is not want:
+        right = scenario[4] if want is None else want
+        if answer.get("error"):
+            stage = "importing it failed: " if answer.get("stage") == "import" else "it raised "
+            wrong.append(f"{scenario[0]} ({stage}{answer['error']})")
+        elif answer.get("type") != "bool":
+            wrong.append(f"{scenario[0]} (returned a {answer.get('type')}, not a bool)")
+        elif answer.get("value") is not right:
             wrong.append(f"{scenario[0]} (returned {answer.get('value')})")
     return wrong
 
@@ -156,9 +202,8 @@ def _wrong(answers, scenarios, want: bool) -> list[str]:
 @CHECKS.add(points=2, hint="register_run(run_id, experiment_id, MODEL_NAME) for the incumbent, then the candidate.",
             section="6.1 Register a run's model: names and versions")
 def model_registered(ctx):
-    """breast-cancer-classifier has at least two versions, each from a logged model of a tracked run."""
-    registry = _registry(ctx)
-    versions = registry["versions"]
+    """breast-cancer-classifier has at least two versions from logged models of tracked runs, the incumbent first."""
+    versions = _registry(ctx)["versions"]
     if len(versions) < 2:
         raise Fail(f"{MODEL_NAME} has {len(versions)} version(s); register the incumbent and the candidate (2)")
     broken = [v for v, r in versions.items() if "run" not in r or not str(r.get("source", "")).startswith("models:/m-")]
@@ -167,6 +212,11 @@ def model_registered(ctx):
                    "register runs' models (models:/m-…), not copied files")
     if len(_versions(ctx)) < 2:
         raise Fail("fewer than two versions come from runs that logged cv_roc_auc and roc_auc")
+    roles = _roles(ctx)
+    if int(roles["incumbent"]) > int(roles["candidate"]):
+        return Partial(0.5, f"the candidate was registered first (version {roles['candidate']}), the incumbent after "
+                            f"it (version {roles['incumbent']}): register the model in production first, so the "
+                            "version numbers tell the history")
 
 
 @CHECKS.add(points=2, depends=("model_registered",), hint="challenger = the highest cv_roc_auc; champion moves to "
@@ -182,50 +232,89 @@ def aliases_set(ctx):
         raise Fail(f"challenger points at version {aliases['challenger']}; the version with the highest cv_roc_auc "
                    f"is {expected['challenger']}")
     if aliases["champion"] != expected["champion"]:
-        why = ("it is better and passes every behavioural test, so the gate should have promoted it"
-               if expected["promote"] else f"it must not be promoted (behaviour {expected['behaviour']})")
+        if expected["promote"]:
+            why = (f"its roc_auc {expected['new']:.4f} beats the incumbent's {expected['old']:.4f} and it passes "
+                   "every behavioural test, so the gate should have promoted it")
+        elif not expected["passes"]:
+            why = f"it fails a behavioural test when the grader re-runs them ({expected['behaviour']}), so it must stay out"
+        else:
+            why = (f"its roc_auc {expected['new']:.4f} does not beat the incumbent's {expected['old']:.4f}, so it must "
+                   "stay out")
         raise Fail(f"champion points at version {aliases['champion']}, expected {expected['champion']}: the "
                    f"challenger is version {expected['challenger']} and {why}")
 
 
-@CHECKS.add(points=1, depends=("aliases_set",), hint="Write champion_before, challenger, behaviour and promoted "
-            "after the gate ran.", section="6.4 The promotion gate")
+@CHECKS.add(points=1, depends=("model_registered",), hint="Write champion_before and challenger (strings), behaviour "
+            "and promoted (a bool) after the gate ran.", section="6.4 The promotion gate")
 def promotion_recorded(ctx):
-    """promotion.json records the versions, the behavioural results and the decision that the registry shows."""
+    """promotion.json records the versions (as strings), the behavioural results and the decision the registry shows."""
     record = require_keys(ctx.read_json(ctx.output(PROMOTION)), ("champion_before", "challenger", "behaviour",
                                                                  "promoted"), PROMOTION)
-    expected = _expected(ctx)
-    for key, want in (("champion_before", expected["before"]), ("challenger", expected["challenger"])):
+    roles, registry = _roles(ctx), _registry(ctx)
+    problems = []
+    for key, want in (("champion_before", roles["incumbent"]), ("challenger", roles["candidate"])):
         if str(record[key]) != want:
-            raise Fail(f"{PROMOTION}: {key} is {record[key]!r}, the registry says version {want}")
-    if record["promoted"] is not expected["promote"]:
-        raise Fail(f"{PROMOTION}: promoted is {record['promoted']!r}, but the champion alias shows "
-                   f"{'a promotion' if expected['promote'] else 'no promotion'}")
-    found = record["behaviour"] if isinstance(record["behaviour"], dict) else {}
-    differ = [t for t in REQUIRED_TESTS if found.get(t) is not expected["behaviour"].get(t)]
-    if differ:
-        raise Fail(f"{PROMOTION}: behaviour {found} differs from a re-run of the tests on the challenger "
-                   f"({expected['behaviour']}) for {', '.join(differ)}")
+            problems.append(f"{key} is {record[key]!r}, the registry says version {want}")
+        elif not isinstance(record[key], str):
+            problems.append(f"{key} is the {type(record[key]).__name__} {record[key]!r}: write the version as a "
+                            f"string ({want!r})")
+    champion = registry["aliases"].get("champion")
+    shown = champion == roles["candidate"] and champion != roles["incumbent"]
+    if not isinstance(record["promoted"], bool):
+        problems.append(f"promoted is {record['promoted']!r}, not a bool")
+    elif record["promoted"] is not shown:
+        problems.append(f"promoted is {record['promoted']}, but the champion alias points at version {champion}, "
+                        f"which shows {'a promotion' if shown else 'no promotion'}")
+    behaviour = registry["behaviour"].get(roles["candidate"], {})
+    if "tests" in behaviour:
+        found = record["behaviour"] if isinstance(record["behaviour"], dict) else {}
+        differ = [t for t in REQUIRED_TESTS if found.get(t) is not behaviour["tests"].get(t)]
+        if differ:
+            problems.append(f"behaviour {found} differs from a re-run of the tests on the challenger "
+                            f"({behaviour['tests']}) for {', '.join(differ)}")
+    if problems:
+        raise Fail(f"{PROMOTION}: " + "; ".join(problems))
 
 
-@CHECKS.add(points=1, hint="Complete the %%writefile cell: a module defining decide(...) that returns a bool.",
+@CHECKS.add(points=1, hint="Complete the %%writefile cell: a module defining decide(...), standard library only.",
             section="6.4 The promotion gate")
 def gate_imports(ctx):
-    """promotion_gate.py imports on its own and decides the two examples of the lab correctly."""
-    wrong = []
-    for answer, scenario in zip(_gate(ctx, VISIBLE_SCENARIOS), VISIBLE_SCENARIOS):
-        wrong += _wrong([answer], [scenario], scenario[4])
+    """promotion_gate.py imports on its own, defines decide(...) and uses the standard library only."""
+    answers = _gate(ctx, VISIBLE_SCENARIOS, decoys=2)
+    failed = [a for a in answers if a.get("stage") == "import"]
+    if failed:
+        raise Fail(f"{GATE}: {failed[0].get('error')}")
+    foreign = sorted({m for a in answers for m in a.get("imports", [])})
+    if foreign:
+        return Partial(0.5, f"{GATE} imports {', '.join(foreign)}, outside the standard library: keep the gate "
+                            "self-contained (math.isfinite, not numpy.isfinite), so it runs wherever it is deployed")
+
+
+@CHECKS.add(points=1, depends=("gate_imports",), hint="Return True or False (a real bool) by the lab's four rules.",
+            section="6.4 The promotion gate")
+def gate_examples(ctx):
+    """The gate decides the lab's two examples correctly and returns a real bool."""
+    wrong = _wrong(_gate(ctx, VISIBLE_SCENARIOS, decoys=2), VISIBLE_SCENARIOS)
     if wrong:
         raise Fail("your gate decides wrongly: " + "; ".join(wrong))
+
+
+def _hidden_answers(ctx) -> tuple[list, list]:
+    scenarios = ctx.hidden.get("gate_scenarios")
+    if not scenarios:
+        raise Fail("the hidden scenarios are only available at grading")
+    return _gate(ctx, scenarios, decoys=4), scenarios
 
 
 @CHECKS.add(points=3, visible=False, depends=("gate_imports",), hint="Promote only when all three tests are True "
             "and roc_auc is strictly higher; missing or NaN evidence means no.", section="6.4 The promotion gate")
 def gate_never_promotes_bad(ctx):
     """Your gate never promotes a worse, tied, failing or untested challenger (hidden scenarios)."""
-    wrong = _wrong(_gate(ctx, HIDDEN_BLOCK), HIDDEN_BLOCK, False)
+    answers, scenarios = _hidden_answers(ctx)
+    block = [(a, s) for a, s in zip(answers, scenarios) if s[4] is False]
+    wrong = _wrong([a for a, _ in block], [s for _, s in block])
     if wrong:
-        raise Fail(f"your gate promoted (or failed to reject) {len(wrong)} of {len(HIDDEN_BLOCK)} challengers "
+        raise Fail(f"your gate promoted (or failed to reject) {len(wrong)} of {len(block)} challengers "
                    "that must stay out: " + "; ".join(wrong[:4]))
 
 
@@ -233,9 +322,11 @@ def gate_never_promotes_bad(ctx):
             "is promoted; any strict gain counts.", section="6.4 The promotion gate")
 def gate_promotes_good(ctx):
     """Your gate promotes a better challenger that passes every test, and a passing one when there is no champion."""
-    wrong = _wrong(_gate(ctx, HIDDEN_PROMOTE), HIDDEN_PROMOTE, True)
+    answers, scenarios = _hidden_answers(ctx)
+    promote = [(a, s) for a, s in zip(answers, scenarios) if s[4] is True]
+    wrong = _wrong([a for a, _ in promote], [s for _, s in promote])
     if wrong:
-        share = 1 - len(wrong) / len(HIDDEN_PROMOTE)
+        share = 1 - len(wrong) / len(promote)
         message = "your gate rejected challengers it should promote: " + "; ".join(wrong)
         if share <= 0:
             raise Fail(message)
@@ -254,44 +345,80 @@ def _sections(card: str) -> dict[str, str]:
     return found
 
 
-@CHECKS.add(points=2, hint="Pass real sentences to model_card(...) for each judgement section.",
-            section="6.5 A model card generated from the registry")
+def _sentences(text: str) -> set[str]:
+    return {" ".join(s.lower().split()) for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4}
+
+
+def _filler(name: str, body: str, others: dict[str, str]) -> str | None:
+    """Why a judgement section's text says nothing about this model (None when it is real prose)."""
+    words = re.findall(r"[a-z][a-z'-]*|\d+(?:\.\d+)?", body.lower())
+    if len(words) < 8:
+        return f"'## {name}' holds {len(words)} word(s): write at least a real sentence"
+    title = set(name.lower().split())
+    content = {w for w in words if w not in STOPWORDS and w not in title}
+    if len(content) < 5:
+        return (f"'## {name}' says almost nothing beyond its heading ({' '.join(words[:12])}…): say what is true "
+                "of this model")
+    if len(words) >= 15 and len(set(words)) / len(words) < 0.4:
+        return f"'## {name}' repeats the same words ({len(set(words))} different in {len(words)}): filler"
+    for other, text in others.items():
+        shared = _sentences(body) & _sentences(text)
+        if shared:
+            return f"'## {name}' repeats text of '## {other}' ({next(iter(shared))[:60]!r}): each section needs its own"
+    return None
+
+
+@CHECKS.add(points=2, hint="Pass real sentences to model_card(...) for each judgement section: no placeholders, "
+            "no text copied between sections.", section="6.5 A model card generated from the registry")
 def card_sections(ctx):
-    """model_card.md has every section (intended use, data, metrics, limitations, ethics) filled with real text."""
+    """model_card.md has every section (intended use, data, metrics, limitations, ethics), each with its own real text."""
     sections = _sections(ctx.read_text(ctx.output(CARD)))
+    bodies = {name: next((b for title, b in sections.items() if title.startswith(name.lower())), None)
+              for name in CARD_SECTIONS}
     problems = []
-    for name in CARD_SECTIONS:
-        body = next((b for title, b in sections.items() if title.startswith(name.lower())), None)
+    for name, body in bodies.items():
         if body is None:
             problems.append(f"no '## {name}' section")
-        elif len(body.strip()) < 40:
-            problems.append(f"'## {name}' holds {len(body.strip())} characters (at least 40 expected)")
         elif PLACEHOLDERS.search(body):
-            problems.append(f"'## {name}' still holds a placeholder ({PLACEHOLDERS.search(body).group(0)!r})")
+            problems.append(f"'## {name}' still holds a placeholder ({PLACEHOLDERS.search(body).group(0).strip()!r})")
+        elif name == "Metrics":
+            if len(body.strip()) < 40:
+                problems.append(f"'## {name}' holds {len(body.strip())} characters: keep the generated table")
+        else:
+            others = {n: b for n, b in bodies.items() if n not in (name, "Metrics") and b}
+            problem = _filler(name, body.split("\n- **Data version")[0], others)
+            if problem:
+                problems.append(problem)
     if problems:
         raise Fail(f"{CARD}: " + "; ".join(problems))
 
 
-@CHECKS.add(points=2, depends=("aliases_set", "card_sections"), hint="Generate the card after the gate, from the "
-            "champion alias: model_card(MODEL_NAME, 'champion', ...).", section="6.5 A model card generated from the registry")
+@CHECKS.add(points=2, depends=("model_registered",), hint="Generate the card after the gate, from the champion "
+            "alias: model_card(MODEL_NAME, 'champion', ...).", section="6.5 A model card generated from the registry")
 def card_matches_registry(ctx):
     """The card names the champion's version and run, and its metrics and data version are the registry's."""
     card = ctx.read_text(ctx.output(CARD))
     registry = _registry(ctx)
-    version = registry["aliases"]["champion"]
-    record = registry["versions"][version]
-    run = record["run"]
+    version = registry["aliases"].get("champion")
+    if version not in registry["versions"]:
+        raise Fail(f"{MODEL_NAME} has no champion alias (aliases: {registry['aliases'] or 'none'}), so the card "
+                   "cannot be compared with it")
+    run = registry["versions"][version].get("run") or {"run_id": "?", "metrics": {}, "tags": {}}
     problems = []
     if MODEL_NAME not in card:
         problems.append(f"the model name {MODEL_NAME} is missing")
-    if not re.search(rf"\bversion\W+{re.escape(version)}\b", card, re.IGNORECASE):
-        problems.append(f"it does not name the champion's version ({version})")
+    named = re.findall(r"\bversion\W+(\d+)\b", card, re.IGNORECASE)
+    if version not in named:
+        stale = f" (it names version {named[0]}: generated before the gate moved the alias?)" if named else ""
+        problems.append(f"it does not name the champion's version ({version}){stale}")
     if run["run_id"] not in card:
         problems.append(f"it does not name the champion's source run ({run['run_id']})")
     metrics_text = next((b for t, b in _sections(card).items() if t.startswith("metrics")), "")
     for key in ("roc_auc", "cv_roc_auc"):
-        value = run["metrics"][key]
-        if not any(f"{value:.{d}f}" in metrics_text for d in (3, 4)) or not math.isfinite(value):
+        value = run["metrics"].get(key)
+        if not isinstance(value, float) or not math.isfinite(value):
+            problems.append(f"the champion's run has no finite {key}")
+        elif not any(f"{value:.{d}f}" in metrics_text for d in (3, 4)):
             problems.append(f"its Metrics section lacks {key} = {value:.4f} of the champion's run")
     data_version = run["tags"].get("data_version", "unknown")
     if data_version != "unknown" and data_version not in card:
