@@ -26,6 +26,9 @@ def describe_steps(model) -> list:
         mean = getattr(step, "mean_", None)
         if mean is not None:
             info["mean"] = [float(v) for v in mean]
+        scale = getattr(step, "scale_", None)
+        if scale is not None:
+            info["scale"] = [float(v) for v in scale]
         described.append(info)
     return described
 
