@@ -1,9 +1,11 @@
 """Lab 04 — a reproducible DVC pipeline with validation: judged on the project, then on a clean copy of it.
 
-The checks read the learner's project files (YAML parsed with safe_load, files hashed, never executed) in
-the grader's process; everything that runs DVC or the learner's stage commands runs in the `dvc_probe`
-sandbox, on a copy: pull from the learner's remote, `dvc repro` from scratch, one parameter changed, and
-(hidden) a corrupted CSV of the grader's swapped in for the raw data.
+The checks read the learner's project files (YAML parsed with safe_load, Git objects inflated, files hashed,
+never executed) in the grader's process: each stage of dvc.yaml is judged on its own, against the lab's
+table. Everything that runs DVC or the learner's stage commands runs in the `dvc_probe` sandbox, on a copy,
+with the stages one sandbox further in: pull from the learner's remote, `dvc repro` from scratch, again with
+nothing changed, then with one parameter changed. The hidden check runs a *separate* probe that swaps the
+grader's corrupted CSV in for the raw data; no visible check sees that run.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import hashlib
 import io
 import os
 import re
+import shlex
+import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 from grader import collect
 from grader.checks.common import Checks, Fail, Partial, require_keys, require_number
 from grader.labs import Lab
+from grader.launch import GraderTimeout, starved
 from grader.sandbox import Limits
 
 LAB = Lab(
@@ -40,11 +46,26 @@ PUBLIC_ROWS = 500  # the grader's raw CSV: a seeded sample, so a CSV written som
 STAGES = ("validate", "featurize", "train", "evaluate")
 RAW = "data/raw.csv"
 METRICS = "metrics.json"
+RUNNER = "python -m mlops_kit.pipeline"
 CHANGED_PARAM, CHANGED_VALUE = "featurize.test_size", "0.3"
 DOWNSTREAM = ("featurize", "train", "evaluate")  # what changing CHANGED_PARAM must rerun
-STAGE_PARAMS = {"validate": (), "featurize": ("seed", "featurize"), "train": ("seed", "train"),
-                "evaluate": ("evaluate",)}
-PROBE_LIMITS = Limits(wall_seconds=180)
+PARAMS = {"featurize.test_size": 0.25, "featurize.log_features": ["mean_area", "worst_area"],  # exercise 3
+          "train.model": "logreg", "evaluate.threshold": 0.5}
+TABLE = {  # exercise 4: each stage's command arguments, the files and parameters it reads, what it writes
+    "validate": dict(args=("validate", "data/raw.csv", "data/validated.csv"), deps=("data/raw.csv",), params=(),
+                     outs=("data/validated.csv",), metrics=()),
+    "featurize": dict(args=("featurize", "data/validated.csv", "data/train.csv", "data/test.csv"),
+                      deps=("data/validated.csv",), params=("seed", "featurize.test_size", "featurize.log_features"),
+                      outs=("data/train.csv", "data/test.csv"), metrics=()),
+    "train": dict(args=("train", "data/train.csv", "models/model.skops"), deps=("data/train.csv",),
+                  params=("seed", "train.model"), outs=("models/model.skops",), metrics=()),
+    "evaluate": dict(args=("evaluate", "models/model.skops", "data/test.csv", METRICS),
+                     deps=("models/model.skops", "data/test.csv"), params=("evaluate.threshold",), outs=(),
+                     metrics=(METRICS,)),
+}
+# The probes' deadlines: the reference needs ~35 s (visible: pull, 4 + 3 stages) and ~4 s (hidden) on an idle
+# 2-core machine; a stop on a machine too busy to give them their CPU is a GraderTimeout (regrade), not a failure.
+VISIBLE_SECONDS, CORRUPTED_SECONDS = 300, 120
 CHECKS = Checks()
 
 
@@ -111,7 +132,7 @@ def _stages(ctx) -> dict:
 def _paths(entries) -> list[str]:
     """The paths in a deps/outs/metrics list (strings, or one-key mappings with options)."""
     paths = []
-    for entry in entries or []:
+    for entry in entries if isinstance(entries, list) else [entries] if entries else []:
         if isinstance(entry, str):
             paths.append(os.path.normpath(entry))
         elif isinstance(entry, dict):
@@ -119,21 +140,30 @@ def _paths(entries) -> list[str]:
     return paths
 
 
-def _params(stage: dict) -> list[str]:
-    """The parameter keys a stage declares: `- key` entries, and `- params.yaml: [keys]` entries."""
-    keys = []
-    for entry in stage.get("params") or []:
+def _params(stage: dict) -> tuple[list[str], list[str]]:
+    """(the params.yaml keys a stage declares, what else it declares: other files, or all of params.yaml)."""
+    keys, other = [], []
+    entries = stage.get("params") or []
+    for entry in entries if isinstance(entries, list) else [entries]:
         if isinstance(entry, str):
             keys.append(entry)
         elif isinstance(entry, dict):
             for file, listed in entry.items():
-                if os.path.normpath(str(file)) == "params.yaml" and isinstance(listed, list):
-                    keys.extend(k for k in listed if isinstance(k, str))
-    return keys
+                if os.path.normpath(str(file)) != "params.yaml":
+                    other.append(f"the parameters of {file}")
+                elif isinstance(listed, list) and listed:
+                    keys.extend(str(k) for k in listed)
+                else:
+                    other.append("every parameter of params.yaml")
+    return keys, other
 
 
-def _outputs(stage: dict) -> list[str]:
-    return _paths(stage.get("outs")) + _paths(stage.get("metrics")) + _paths(stage.get("plots"))
+def _lookup(params: object, key: str):
+    for part in key.split("."):
+        if not isinstance(params, dict) or part not in params:
+            raise KeyError(key)
+        params = params[part]
+    return params
 
 
 def _expected_raw_md5(ctx) -> str:
@@ -164,9 +194,26 @@ def _lock_outs(stages: dict) -> dict:
             for name, spec in stages.items() if isinstance(spec, dict)}
 
 
-def _remote_dir(ctx) -> str:
-    """The work-relative directory of the project's default DVC remote (from .dvc/config)."""
-    text = ctx.read_text(_project(ctx, ".dvc/config"))
+def _uncached(ctx) -> set[str]:
+    """The outputs dvc.yaml declares with `cache: false` (Git keeps them; they are never pushed)."""
+    try:
+        stages = _stages(ctx)
+    except Fail:
+        return set()
+    found = set()
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            entries = stage.get(kind) if isinstance(stage, dict) else None
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, dict):
+                    found |= {os.path.normpath(str(k)) for k, v in entry.items()
+                              if isinstance(v, dict) and v.get("cache") is False}
+    return found
+
+
+def _remotes(ctx, name: str = ".dvc/config") -> tuple[dict, str | None]:
+    """({remote name: url}, the default remote's name) in the project's DVC config file `name`."""
+    text = ctx.read_text(_project(ctx, name))
     remotes, default, section = {}, None, ""
     for line in text.splitlines():
         stripped = line.strip()
@@ -179,6 +226,12 @@ def _remote_dir(ctx) -> str:
             default = value.strip()
         elif section.startswith("remote:") and key.strip() == "url":
             remotes[section[7:]] = value.strip()
+    return remotes, default
+
+
+def _remote_dir(ctx) -> str:
+    """The work-relative directory of the project's default DVC remote (any remote, wherever it points)."""
+    remotes, default = _remotes(ctx)
     name = default if default in remotes else next(iter(remotes), None)
     if name is None:
         raise Fail(f"{_project(ctx, '.dvc/config')} names no remote: `dvc remote add -d storage ../remote` "
@@ -193,21 +246,174 @@ def _remote_dir(ctx) -> str:
     return os.path.normpath(os.path.join(_project(ctx, ".dvc"), url))
 
 
-def _probe(ctx) -> dict:
-    import numpy as np
+def _remote_holds(ctx, remote: str, digest: str) -> bool:
+    return ctx.exists(f"{remote}/files/md5/{digest[:2]}/{digest[2:]}")
 
-    inputs = {"corrupted": np.array(ctx.hidden["corrupted_csv"])} if "corrupted_csv" in ctx.hidden else {}
-    result = ctx.probe("dvc_probe", inputs, limits=PROBE_LIMITS,
-                       args=("--project", _project(ctx), "--output-dir", ctx.params.get("output_dir", ""),
-                             "--param", CHANGED_PARAM, "--value", CHANGED_VALUE))
-    if "error" in result:
-        raise Fail(f"{result['error']}{ctx.why_missing() if 'not found' in result['error'] else ''}")
-    return result
+
+# --- Git, read from its objects (never by running git on the learner's repository) ------------------
+
+
+def _git_bytes(ctx, relative: str, max_bytes: int = 8 * 2**20) -> bytes | None:
+    try:
+        return collect.safe_open_bytes(ctx.work, _project(ctx, f".git/{relative}"), max_bytes)
+    except collect.CollectError:
+        return None
+
+
+def _git_object(ctx, sha: str, limit: int = 64 * 2**20) -> tuple[str, bytes]:
+    raw = _git_bytes(ctx, f"objects/{sha[:2]}/{sha[2:]}") if re.fullmatch(r"[0-9a-f]{40}", sha) else None
+    if raw is None:
+        raise Fail(f"the grader could not read Git object {sha[:12]} of the project (a packed repository? "
+                   "run no `git gc` in it)")
+    try:
+        data = zlib.decompressobj().decompress(raw, limit)
+    except zlib.error:
+        raise Fail(f"Git object {sha[:12]} of the project is corrupt") from None
+    header, _, body = data.partition(b"\0")
+    return header.split(b" ")[0].decode("ascii", "replace"), body
+
+
+def _git_head(ctx) -> str | None:
+    """The sha of the project's HEAD commit, or None when it has none."""
+    head = (_git_bytes(ctx, "HEAD", 4096) or b"").decode("utf-8", "replace").strip()
+    if not head.startswith("ref: "):
+        return head if re.fullmatch(r"[0-9a-f]{40}", head) else None
+    ref = head[5:].strip()
+    loose = _git_bytes(ctx, ref, 4096) if re.fullmatch(r"refs/[\w./-]+", ref) and ".." not in ref else None
+    if loose is not None:
+        return loose.decode("utf-8", "replace").strip() or None
+    for line in (_git_bytes(ctx, "packed-refs", 2**20) or b"").decode("utf-8", "replace").splitlines():
+        sha, _, name = line.partition(" ")
+        if name.strip() == ref:
+            return sha
+    return None
+
+
+def _git_files(ctx, tree: str, prefix: str = "", budget: list | None = None) -> dict[str, str]:
+    """{path: blob sha} of every file in Git tree `tree` (at most 10,000 objects read)."""
+    budget = [10_000] if budget is None else budget
+    kind, body = _git_object(ctx, tree)
+    files = {}
+    while body and budget[0] > 0:
+        budget[0] -= 1
+        mode, _, body = body.partition(b" ")
+        name, _, body = body.partition(b"\0")
+        sha, body = body[:20].hex(), body[20:]
+        path = prefix + name.decode("utf-8", "replace")
+        if mode == b"40000":
+            files.update(_git_files(ctx, sha, path + "/", budget))
+        else:
+            files[path] = sha
+    return files
+
+
+def _git_user(ctx) -> set[str]:
+    """Which of user.name and user.email the project's .git/config sets."""
+    found, section = set(), ""
+    for line in (_git_bytes(ctx, "config", 2**20) or b"").decode("utf-8", "replace").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped.strip("[]").strip().lower()
+            continue
+        key, _, value = stripped.partition("=")
+        if section == "user" and key.strip().lower() in ("name", "email") and value.strip():
+            found.add(f"user.{key.strip().lower()}")
+    return found
+
+
+# --- running it: the probes ---------------------------------------------------------------------------
+
+
+def _visible(ctx) -> dict:
+    """Pull, repro from scratch, repro again, one parameter changed: no hidden input goes in."""
+    return ctx.probe("dvc_probe", {}, limits=Limits(wall_seconds=VISIBLE_SECONDS + 90),
+                     needs=(_project(ctx, "dvc.yaml"),),
+                     args=("--project", _project(ctx), "--mode", "visible",
+                           "--output-dir", ctx.params.get("output_dir", ""), "--param", CHANGED_PARAM,
+                           "--value", CHANGED_VALUE, "--seconds", str(VISIBLE_SECONDS)))
+
+
+def _stopped(result: dict, what: str) -> None:
+    """Raise for a probe whose inner process was stopped at its deadline: the machine's fault, or the stages'."""
+    stopped = (result.get("inner") or {}).get("stopped")
+    if not stopped:
+        error = (result.get("inner") or {}).get("error")
+        raise Fail(f"the grader could not run {what} in a clean copy of your project"
+                   + (f": {error}" if error else ""))
+    cpu, load, seconds = stopped.get("cpu"), float(stopped.get("load") or 0), float(stopped.get("seconds") or 0)
+    if starved(SimpleNamespace(cpu_seconds=cpu or 0.0, load=load), seconds):
+        raise GraderTimeout(f"the grader's DVC steps ({what}) ran out of their {seconds:.0f} s while the machine was "
+                            f"busy (they got {cpu or 0:.1f} s of CPU; load {load:.1f})")
+    raise Fail(f"{what} in a clean copy was stopped after {seconds:.0f} s, the grader's limit (it used "
+               f"{cpu or 0:.1f} s of CPU; the reference needs under a minute): does a stage loop or wait forever?")
 
 
 def _tail(text: object, lines: int = 6) -> str:
     kept = [l for l in str(text or "").strip().splitlines() if l.strip()][-lines:]
     return " | ".join(kept)[-600:]
+
+
+def _stage_problems(stage: object, name: str) -> list[str]:
+    """What stage `name` of dvc.yaml gets wrong against exercise 4's table (every problem, not the first)."""
+    want = TABLE[name]
+    if stage is None:
+        return [f"dvc.yaml declares no stage named {name!r}"]
+    if not isinstance(stage, dict):
+        return [f"stage {name!r} must be a mapping with cmd, deps and outs, found {type(stage).__name__}"]
+    problems = []
+    expected = f"{RUNNER} {' '.join(want['args'])}"
+    cmd = stage.get("cmd")
+    cmd = cmd[0] if isinstance(cmd, list) and len(cmd) == 1 else cmd
+    try:
+        tokens = shlex.split(cmd) if isinstance(cmd, str) else []
+    except ValueError:
+        tokens = []
+    args = tokens[3:-2] if tokens[-2:] == ["--params", "params.yaml"] else tokens[3:]
+    if not (tokens and re.fullmatch(r"(\S*/)?python(3(\.\d+)?)?", tokens[0]) and tokens[1:3] == ["-m", "mlops_kit.pipeline"]
+            and args[:1] == [name] and [os.path.normpath(a) for a in args[1:]] == list(want["args"][1:])):
+        problems.append(f"its cmd must be `{expected}`, found {'`' + cmd + '`' if isinstance(cmd, str) else repr(cmd)}")
+    deps = _paths(stage.get("deps"))
+    if "params.yaml" in deps:
+        problems.append("it lists params.yaml under deps: then every change to any parameter reruns it; list the "
+                        "keys it reads under `params:` instead")
+    missing = [d for d in want["deps"] if d not in deps]
+    if missing:
+        problems.append(f"it reads {', '.join(missing)} but does not list {'it' if len(missing) == 1 else 'them'} under "
+                        "deps: a change there would not rerun it")
+    extra = [d for d in deps if d not in want["deps"] and d != "params.yaml"]
+    if RAW in extra:
+        problems.append(f"it lists {RAW} under deps: only validate may read the raw data, so that unvalidated data "
+                        "never reaches the later stages")
+    extra = [d for d in extra if d != RAW]
+    if extra:
+        problems.append(f"it lists {', '.join(extra)} under deps, which it does not read: a change there would rerun "
+                        "it for nothing")
+    keys, other = _params(stage)
+    unread = [k for k in keys if not any(r == k or r.startswith(f"{k}.") for r in want["params"])] + other
+    undeclared = [r for r in want["params"] if not any(r == k or r.startswith(f"{k}.") for k in keys)]
+    if undeclared:
+        problems.append(f"it reads the parameter(s) {', '.join(undeclared)} but does not declare them under params: "
+                        "changing them would not rerun it")
+    if unread:
+        problems.append(f"it declares {', '.join(unread)} under params, which it does not read: changing "
+                        f"{'it' if len(unread) == 1 else 'them'} would rerun it for nothing")
+    outs, metrics = _paths(stage.get("outs")), _paths(stage.get("metrics"))
+    missing = [o for o in want["outs"] if o not in outs]
+    if missing:
+        problems.append(f"it writes {', '.join(missing)} but does not declare {'it' if len(missing) == 1 else 'them'} "
+                        "under outs: DVC would neither cache nor restore it, nor know which stage makes it")
+    for path in want["metrics"]:
+        if path in outs:
+            problems.append(f"declare {path} under `metrics:` (with cache: false), not under outs")
+        elif path not in metrics:
+            problems.append(f"it writes {path} but does not declare it under `metrics:` (with cache: false)")
+        elif not any(isinstance(e, dict) and isinstance(e.get(path), dict) and e[path].get("cache") is False
+                     for e in stage.get("metrics") or [] if isinstance(e, dict)):
+            problems.append(f"declare {path} with `cache: false`, so that Git keeps it and a clone shows the metrics")
+    extra = [o for o in outs + metrics + _paths(stage.get("plots")) if o not in want["outs"] + want["metrics"]]
+    if extra:
+        problems.append(f"it declares {', '.join(extra)} as output(s), which it does not write")
+    return problems
 
 
 # --- checks -----------------------------------------------------------------------------------------
@@ -230,85 +436,118 @@ def data_versioned(ctx):
                    "after `dvc add`")
 
 
-@CHECKS.add(points=1, hint="seed: the notebook's seed variable; featurize/train/evaluate as listed in exercise 3.",
+@CHECKS.add(points=1, hint="`dvc remote add -d storage ../remote` in the project: -d makes it the default, and the "
+            "path is relative.", section="4.7 The remote restores the data")
+def remote_configured(ctx):
+    """.dvc/config makes output_dir/remote the project's default remote, given as the relative path ../remote."""
+    remotes, default = _remotes(ctx)
+    local = _remotes(ctx, ".dvc/config.local")[0] if ctx.exists(_project(ctx, ".dvc/config.local")) else {}
+    if not remotes:
+        raise Fail(f"{_project(ctx, '.dvc/config')} names no remote" + (
+            " (.dvc/config.local does, but Git ignores that file: a clone of the project would have no remote); "
+            if local else ": ") + "`dvc remote add -d storage ../remote` in the project (exercise 2)")
+    problems = []
+    if default not in remotes:
+        problems.append(f"no default remote ({'core.remote names ' + repr(default) if default else 'no core.remote'}"
+                        f"): add it with `dvc remote add -d`, so that `dvc push` and `dvc pull` need no -r")
+    name = default if default in remotes else next(iter(remotes))
+    url = remotes[name]
+    if os.path.isabs(url) or "://" in url:
+        problems.append(f"remote {name!r} is the absolute location {url}: a copy of the project on another machine "
+                        "would look for it there; give DVC the relative path ../remote")
+    else:
+        where = os.path.normpath(os.path.join(_project(ctx, ".dvc"), url))
+        if where != os.path.normpath(ctx.output("remote")):
+            problems.append(f"remote {name!r} resolves to {where}, not {ctx.output('remote')} (`remote` in the notebook)"
+                            f": DVC stores a relative URL relative to .dvc/, so give `../remote` on the command line")
+    if problems:
+        raise Fail(f"{_project(ctx, '.dvc/config')}: " + "; ".join(problems))
+
+
+@CHECKS.add(points=2, hint="Push after `dvc add` (`dvc push` in the project), to a remote the project names.",
+            section="4.7 The remote restores the data")
+def pull_restores(ctx):
+    """Your remote holds the raw data, and `dvc pull` in a clean copy restores data/raw.csv from it, byte for byte."""
+    digest = _versioned_md5(ctx)
+    remote = _remote_dir(ctx)
+    if not _remote_holds(ctx, remote, digest):
+        raise Fail(f"the remote {remote} does not hold the raw data (expected {remote}/files/md5/{digest[:2]}/"
+                   f"{digest[2:]}): run `dvc push` in the project after `dvc add`")
+    pull = _visible(ctx).get("pull", {})
+    if pull.get("problem"):
+        raise Fail(pull["problem"])
+    if "rc" not in pull:
+        _stopped(_visible(ctx), "`dvc pull`")
+    restored = pull.get("restored") or {}
+    if pull.get("rc") != 0 or not restored or not all(restored.values()):
+        raise Fail(f"`dvc pull` in a clean copy did not restore {', '.join(k for k, v in restored.items() if not v) or RAW}"
+                   f" (exit status {pull.get('rc')}): {_tail(pull.get('output'))}")
+
+
+@CHECKS.add(points=1, hint="seed: the notebook's seed variable; featurize/train/evaluate exactly as listed in exercise 3.",
             section="4.6 A stage runner: one command per stage, settings from params.yaml")
 def params_written(ctx):
-    """params.yaml holds the notebook's seed and the featurize, train and evaluate settings of exercise 3."""
-    params = require_keys(_yaml(ctx, "params.yaml"), ("seed", "featurize", "train", "evaluate"), "params.yaml")
-    if params["seed"] != ctx.params["seed"]:
-        raise Fail(f"params.yaml has seed {params['seed']!r}, but the notebook ran with seed={ctx.params['seed']}: "
-                   "write the `seed` variable, not a number")
-    featurize = require_keys(params["featurize"], ("test_size", "log_features"), "params.yaml: featurize")
-    require_number(featurize["test_size"], "params.yaml: featurize.test_size", 0.25, 0.25)
-    if not isinstance(featurize["log_features"], list) or not all(isinstance(c, str) for c in featurize["log_features"]):
-        raise Fail(f"params.yaml: featurize.log_features must be a list of column names, found "
-                   f"{featurize['log_features']!r}")
-    model = require_keys(params["train"], ("model",), "params.yaml: train")["model"]
-    if model not in ("logreg", "hgb"):
-        raise Fail(f"params.yaml: train.model must be 'logreg' or 'hgb', found {model!r}")
-    threshold = require_keys(params["evaluate"], ("threshold",), "params.yaml: evaluate")["threshold"]
-    require_number(threshold, "params.yaml: evaluate.threshold", 0.0, 1.0)
+    """params.yaml holds the notebook's seed and exactly the featurize, train and evaluate settings of exercise 3."""
+    params = _yaml(ctx, "params.yaml")
+    if not isinstance(params, dict):
+        raise Fail(f"params.yaml must hold a mapping of settings, found {type(params).__name__}")
+    problems = []
+    if "seed" not in params:
+        problems.append("it has no seed")
+    elif params["seed"] != ctx.params["seed"] or isinstance(params["seed"], bool):
+        problems.append(f"seed is {params['seed']!r}, but the notebook ran with seed={ctx.params['seed']}: write the "
+                        "`seed` variable, not a number")
+    for key, value in PARAMS.items():
+        try:
+            found = _lookup(params, key)
+        except KeyError:
+            problems.append(f"it has no {key} (exercise 3 asks for {value!r})")
+            continue
+        if found != value or isinstance(found, bool):
+            problems.append(f"{key} is {found!r}; exercise 3 asks for {value!r}")
+    if problems:
+        raise Fail("params.yaml: " + "; ".join(problems))
 
 
-@CHECKS.add(points=1, hint="Four stages named validate, featurize, train, evaluate, in this order; validate reads data/raw.csv.",
+@CHECKS.add(points=1, hint="Four stages named validate, featurize, train, evaluate, in this order, and no other.",
             section="4.7 DVC: version the data, declare the stages, reproduce")
 def stages_declared(ctx):
-    """dvc.yaml declares validate → featurize → train → evaluate, each with a cmd and outs, validation first."""
-    stages = _stages(ctx)
-    names = list(stages)
-    if names[:4] != list(STAGES):
-        raise Fail(f"dvc.yaml must declare the stages {', '.join(STAGES)} in this order; found {', '.join(names)}")
-    for name in STAGES:
-        stage = stages[name]
-        if not isinstance(stage, dict) or not isinstance(stage.get("cmd"), (str, list)):
-            raise Fail(f"dvc.yaml: stage {name!r} needs a `cmd`")
-        if not _outputs(stage):
-            raise Fail(f"dvc.yaml: stage {name!r} declares no outs (or metrics)")
-    raw = os.path.normpath(RAW)
-    readers = [n for n, s in stages.items() if isinstance(s, dict) and raw in _paths(s.get("deps"))]
-    if readers[:1] != ["validate"]:
-        raise Fail(f"dvc.yaml: validate must read {RAW} (under deps); found it read by: {', '.join(readers) or 'no stage'}")
-    if readers != ["validate"]:
-        raise Fail(f"dvc.yaml: only validate may read the raw data; {', '.join(readers[1:])} read {RAW} too: read "
-                   "validate's output instead, so unvalidated data never reaches them")
+    """dvc.yaml declares exactly the four stages validate, featurize, train and evaluate, in this order."""
+    names = list(_stages(ctx))
+    if names != list(STAGES):
+        missing, extra = [s for s in STAGES if s not in names], [s for s in names if s not in STAGES]
+        raise Fail(f"dvc.yaml must declare the stages {', '.join(STAGES)} in this order; found "
+                   f"{', '.join(map(str, names)) or 'none'}" + (f" (missing: {', '.join(missing)})" if missing else "")
+                   + (f" (not in the lab: {', '.join(map(str, extra))})" if extra else ""))
 
 
-@CHECKS.add(points=2, depends=("stages_declared",),
-            hint="Each stage lists every file it reads (deps) and every parameter it reads (params), and no more.",
-            section="4.7 DVC: version the data, declare the stages, reproduce")
-def dependencies_complete(ctx):
-    """Each stage declares the outputs it reads from upstream and exactly the parameters it reads; metrics declared."""
-    stages = _stages(ctx)
-    problems = []
-    for name in STAGES:
-        if "params.yaml" in _paths(stages[name].get("deps")):
-            problems.append(f"{name} lists params.yaml as a file dependency: then every change reruns it; "
-                            "list the keys it reads under `params:` instead")
-    outs = {n: set(_outputs(stages[n])) for n in STAGES}
-    needs = [("featurize", "validate"), ("train", "featurize"), ("evaluate", "train"), ("evaluate", "featurize")]
-    for reader, writer in needs:
-        if not set(_paths(stages[reader].get("deps"))) & outs[writer]:
-            problems.append(f"{reader} depends on no output of {writer} ({', '.join(sorted(outs[writer])) or 'none'})")
-    for name, wanted in STAGE_PARAMS.items():
-        declared = _params(stages[name])
-        for key in wanted:
-            if not any(p == key or p.startswith(f"{key}.") for p in declared):
-                problems.append(f"{name} reads the parameter(s) `{key}` but does not declare them under params:")
-        if not wanted and declared:
-            problems.append(f"{name} declares params {declared} it does not read")
-    if os.path.normpath(METRICS) not in _paths(stages["evaluate"].get("metrics")):
-        problems.append(f"evaluate must declare {METRICS} under `metrics:` (with cache: false)")
-    if problems:
-        raise Fail("dvc.yaml: " + "; ".join(problems))
+def _stage_check(name: str):
+    want = TABLE[name]
+    writes = ", ".join(want["outs"] + want["metrics"])
+
+    def check(ctx):
+        problems = _stage_problems(_stages(ctx).get(name), name)
+        if problems:
+            raise Fail(f"dvc.yaml, stage {name}: " + "; ".join(problems))
+
+    check.__name__ = f"stage_{name}"
+    check.__doc__ = (f"Stage {name} runs `{RUNNER} {' '.join(want['args'])}` and declares exactly what it reads "
+                     f"({', '.join(want['deps'] + want['params'])}) and writes ({writes}).")
+    return check
 
 
-@CHECKS.add(points=2, depends=("stages_declared",),
-            hint="Run `dvc repro` in the project after writing params.yaml and dvc.yaml (exercise 5).",
-            section="4.7 DVC: version the data, declare the stages, reproduce")
+for _name in STAGES:
+    CHECKS.add(points=1, hint=f"Copy stage {_name}'s row of exercise 4's table: its command, every file it reads "
+               "under deps, every parameter it reads under params, what it writes under outs — and nothing more.",
+               section="4.7 DVC: version the data, declare the stages, reproduce")(_stage_check(_name))
+
+
+@CHECKS.add(points=2, hint="Run `dvc repro` in the project after writing params.yaml and dvc.yaml (exercise 5), "
+            "and change nothing after it.", section="4.7 DVC: version the data, declare the stages, reproduce")
 def pipeline_ran(ctx):
-    """dvc.lock records every stage, its outputs match the files in the project, and metrics.json is sound."""
+    """dvc.lock records every stage with today's params.yaml, its outputs match the files, and metrics.json is sound."""
     lock = _lock(ctx)
-    missing = [s for s in STAGES if s not in lock]
+    missing = [s for s in STAGES if not isinstance(lock.get(s), dict)]
     if missing:
         raise Fail(f"dvc.lock lacks the stage(s) {', '.join(missing)}: run `dvc repro` after writing dvc.yaml")
     for name, outs in _lock_outs(lock).items():
@@ -324,56 +563,105 @@ def pipeline_ran(ctx):
     if raw_deps.get(os.path.normpath(RAW)) != _versioned_md5(ctx):
         raise Fail(f"dvc.lock says validate read {RAW} with md5 {raw_deps.get(os.path.normpath(RAW))}, not the "
                    "versioned data: run `dvc repro` again on the data you added")
+    params = _yaml(ctx, "params.yaml")
+    for name in STAGES:
+        recorded = (lock[name].get("params") or {}).get("params.yaml") or {}
+        for key, value in recorded.items() if isinstance(recorded, dict) else ():
+            try:
+                now = _lookup(params, str(key))
+            except KeyError:
+                now = "nothing"
+            if now != value:
+                raise Fail(f"dvc.lock says stage {name} ran with {key} = {value!r}, but params.yaml now holds "
+                           f"{now!r}: params.yaml changed after `dvc repro`; rerun it")
     metrics = require_keys(ctx.read_json(_project(ctx, METRICS)), ("roc_auc", "accuracy"), METRICS)
     for key in ("roc_auc", "accuracy"):
         require_number(metrics[key], f"{METRICS}: {key}", 0.0, 1.0)
     if metrics["roc_auc"] < 0.9:
         raise Fail(f"{METRICS} reports roc_auc {metrics['roc_auc']}: below 0.9, the pipeline did not train as asked")
-    ran_with = (lock["featurize"].get("params") or {}).get("params.yaml", {}).get("seed")
-    if ran_with != ctx.params["seed"]:
-        return Partial(0.5, f"dvc.lock says featurize ran with seed {ran_with!r}, but the notebook's seed is "
-                       f"{ctx.params['seed']}: write the `seed` variable into params.yaml")
 
 
-@CHECKS.add(points=1, hint="`dvc remote add -d storage ../remote`, then `dvc push`.",
+@CHECKS.add(points=1, hint="`dvc push` after `dvc repro` (exercise 5): a colleague pulls the outputs instead of "
+            "recomputing them.", section="4.7 The remote restores the data")
+def outputs_pushed(ctx):
+    """Your remote holds every cached output that dvc.lock records (`dvc push` after `dvc repro`)."""
+    lock, remote, uncached = _lock(ctx), _remote_dir(ctx), _uncached(ctx)
+    missing = sorted({path for outs in _lock_outs(lock).values() for path, digest in outs.items()
+                      if path not in uncached and isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{32}(\.dir)?", digest)
+                      and not _remote_holds(ctx, remote, digest)})
+    if missing:
+        raise Fail(f"the remote {remote} lacks the output(s) {', '.join(missing)} that dvc.lock records: "
+                   "run `dvc push` after `dvc repro`")
+
+
+@CHECKS.add(points=1, hint="`git config user.name/user.email` in the project (exercise 1); after `dvc repro` and "
+            "`dvc push`: `git add -A` and `git commit` (exercise 5).",
             section="4.7 DVC: version the data, declare the stages, reproduce")
-def data_pushed(ctx):
-    """The project's default remote is a directory in output_dir holding the versioned raw data's content."""
-    digest = _versioned_md5(ctx)
-    remote = _remote_dir(ctx)
-    entry = f"{remote}/files/md5/{digest[:2]}/{digest[2:]}"
-    if not ctx.exists(entry):
-        raise Fail(f"the remote {remote} does not hold the raw data (expected {entry}): run `dvc push` in the "
-                   "project after `dvc add`")
+def project_committed(ctx):
+    """The last Git commit holds dvc.yaml, dvc.lock, params.yaml and data/raw.csv.dvc as they are, and no DVC data."""
+    if not ctx.exists(_project(ctx, ".git/HEAD")):
+        raise Fail(f"{_project(ctx)} is not a Git repository: `git init` in it (exercise 1){ctx.why_missing()}")
+    problems = []
+    user = {"user.name", "user.email"} - _git_user(ctx)
+    if user:
+        problems.append(f"its .git/config sets no {' and no '.join(sorted(user))}: `git config` them in the project")
+    head = _git_head(ctx)
+    if head is None:
+        problems.append("it has no commit: `git add -A` and `git commit` after `dvc repro` and `dvc push`")
+        raise Fail(f"{_project(ctx)}: " + "; ".join(problems))
+    kind, body = _git_object(ctx, head)
+    tree = re.match(rb"tree ([0-9a-f]{40})", body) if kind == "commit" else None
+    if tree is None:
+        raise Fail(f"{_project(ctx)}: HEAD is not a commit")
+    files = _git_files(ctx, tree.group(1).decode())
+    absent, stale = [], []
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml", f"{RAW}.dvc"):
+        if name not in files:
+            absent.append(name)
+        elif ctx.exists(_project(ctx, name)):
+            data = _bytes(ctx, _project(ctx, name))
+            if hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() != files[name]:
+                stale.append(name)
+    if absent:
+        problems.append(f"its last commit lacks {', '.join(absent)}: commit after `dvc repro` (`git add -A`)")
+    if stale:
+        problems.append(f"{', '.join(stale)} changed after the last commit: commit after `dvc repro`")
+    try:
+        tracked = {RAW} | {p for outs in _lock_outs(_lock(ctx)).values() for p in outs} - _uncached(ctx)
+    except Fail:
+        tracked = {RAW}
+    in_git = sorted(p for p in tracked if p in files)
+    if in_git:
+        problems.append(f"Git holds {', '.join(in_git)}, which DVC versions: commit only the .dvc and lock files "
+                        "(DVC's .gitignore keeps the data out)")
+    if problems:
+        raise Fail(f"{_project(ctx)}: " + "; ".join(problems))
 
 
-@CHECKS.add(points=1, depends=("data_pushed",), hint="Push after `dvc add`; keep the remote a relative path.",
-            section="4.7 The remote restores the data")
-def pull_restores(ctx):
-    """In a copy without cache or data, `dvc pull` restores data/raw.csv from your remote, byte for byte."""
-    pull = _probe(ctx).get("pull", {})
-    if pull.get("problem"):
-        raise Fail(pull["problem"])
-    restored = pull.get("restored") or {}
-    if pull.get("rc") != 0 or not restored or not all(restored.values()):
-        raise Fail(f"`dvc pull` in a clean copy did not restore {', '.join(k for k, v in restored.items() if not v) or RAW}"
-                   f" (exit status {pull.get('rc')}): {_tail(pull.get('output'))}")
-
-
-@CHECKS.add(points=3, depends=("pipeline_ran",),
-            hint="Every stage must write the same bytes from the same inputs: use the mlops_kit.pipeline commands.",
-            section="4.4 Train, and save the model byte-reproducibly; 4.7 Reproducible means: same inputs, same bytes")
-def repro_identical(ctx):
-    """`dvc repro` in a clean copy of your project runs every stage and reproduces the hashes in your dvc.lock."""
-    repro = _probe(ctx).get("repro", {})
-    if repro.get("rc") != 0:
-        raise Fail(f"`dvc repro` failed in a clean copy of your project (exit status {repro.get('rc')}): "
+@CHECKS.add(points=1, hint="Every stage's command must run in a fresh clone: read only files inside the project "
+            "that DVC restores (the versioned data, other stages' outputs).",
+            section="4.7 Reproducible means: same inputs, same bytes")
+def repro_runs(ctx):
+    """`dvc repro` in a clean copy of your project (data pulled, no cache, no outputs) runs every stage without error."""
+    result = _visible(ctx)
+    repro = result.get("repro") or {}
+    if repro.get("rc") is None:
+        _stopped(result, "`dvc repro`")
+    if repro["rc"] != 0:
+        raise Fail(f"`dvc repro` failed in a clean copy of your project (exit status {repro['rc']}): "
                    f"{_tail(repro.get('output'))}")
     missing = [s for s in STAGES if s not in repro.get("ran", [])]
     if missing:
         raise Fail(f"`dvc repro` in a clean copy did not run {', '.join(missing)}; it ran "
                    f"{', '.join(repro.get('ran', [])) or 'nothing'}")
-    yours, fresh = _lock_outs(_lock(ctx)), repro.get("outs") or {}
+
+
+@CHECKS.add(points=2, depends=("repro_runs",),
+            hint="Every stage must write the same bytes from the same inputs: use the mlops_kit.pipeline commands.",
+            section="4.4 Train, and save the model byte-reproducibly; 4.7 Reproducible means: same inputs, same bytes")
+def repro_identical(ctx):
+    """`dvc repro` in a clean copy of your project reproduces the hashes of every output in your dvc.lock."""
+    yours, fresh = _lock_outs(_lock(ctx)), _visible(ctx)["repro"].get("outs") or {}
     differ = []
     for stage in STAGES:
         for path, digest in yours.get(stage, {}).items():
@@ -385,51 +673,73 @@ def repro_identical(ctx):
                    "only on declared inputs and be written deterministically")
 
 
-@CHECKS.add(points=2, depends=("pipeline_ran",),
+@CHECKS.add(points=2, depends=("repro_runs",),
             hint="Declare each stage's params (not params.yaml as a file) and each file it reads under deps.",
             section="4.7 Nothing changed, nothing runs")
 def param_change_reruns_downstream(ctx):
-    """Changing featurize.test_size in params.yaml reruns featurize, train and evaluate, and not validate."""
-    result = _probe(ctx)
-    change = result.get("param_change")
-    if not change:
-        repro = result.get("repro", {})
-        if repro.get("rc") != 0:
-            raise Fail(f"`dvc repro` failed in a clean copy of your project, so no parameter could be changed: "
-                       f"{_tail(repro.get('output'))}")
-        raise Fail(f"the grader could not change {CHANGED_PARAM} in params.yaml")
+    """Unchanged, `dvc repro` runs nothing; with featurize.test_size changed it reruns featurize, train, evaluate only."""
+    result = _visible(ctx)
+    unchanged, change = result.get("unchanged"), result.get("param_change")
+    if unchanged is None or change is None:
+        _stopped(result, "`dvc repro` with a parameter changed")
+    if change.get("problem"):
+        raise Fail(f"the grader could not change {CHANGED_PARAM}: {change['problem']}")
+    problems = []
+    if unchanged.get("rc") != 0:
+        problems.append(f"a second `dvc repro` with nothing changed failed: {_tail(unchanged.get('output'))}")
+    elif unchanged.get("ran"):
+        problems.append(f"a second `dvc repro` with nothing changed reran {', '.join(unchanged['ran'])}: nothing may "
+                        "run when nothing changed (does a stage write a file it depends on, or set always_changed?)")
     if change.get("rc") != 0:
-        raise Fail(f"after changing {CHANGED_PARAM} to {CHANGED_VALUE}, `dvc repro` failed: {_tail(change.get('output'))}")
-    ran = set(change.get("ran", []))
-    extra, missed = sorted(ran - set(DOWNSTREAM)), [s for s in DOWNSTREAM if s not in ran]
-    if missed or extra:
-        raise Fail(f"changing {CHANGED_PARAM} to {CHANGED_VALUE} reran {', '.join(sorted(ran)) or 'nothing'}; expected "
-                   f"exactly {', '.join(DOWNSTREAM)}" + (f". Not rerun: {', '.join(missed)} (a missing params or deps "
-                   "entry)" if missed else "") + (f". Rerun for nothing: {', '.join(extra)}" if extra else ""))
+        problems.append(f"after changing {CHANGED_PARAM} to {CHANGED_VALUE}, `dvc repro` failed: "
+                        f"{_tail(change.get('output'))}")
+    else:
+        ran = set(change.get("ran", []))
+        extra, missed = sorted(ran - set(DOWNSTREAM)), [s for s in DOWNSTREAM if s not in ran]
+        if missed or extra:
+            problems.append(f"changing {CHANGED_PARAM} to {CHANGED_VALUE} reran {', '.join(sorted(ran)) or 'nothing'}; "
+                            f"expected exactly {', '.join(DOWNSTREAM)}" + (
+                                f". Not rerun: {', '.join(missed)} (a missing params or deps entry)" if missed else "")
+                            + (f". Rerun for nothing: {', '.join(extra)}" if extra else ""))
+    if problems:
+        raise Fail("; ".join(problems))
 
 
-
-@CHECKS.add(points=3, visible=False, depends=("stages_declared",),
+@CHECKS.add(points=3, visible=False,
             hint="The first stage must run `python -m mlops_kit.pipeline validate` on the raw data.",
             section="4.2 Validate the raw data at the door")
 def validation_rejects_corrupt(ctx):
     """The validate stage rejects the grader's corrupted CSV, naming the missing, null and out-of-range columns."""
+    import numpy as np
+
+    expected = ("expected: `dvc repro validate` runs the validate stage, which exits with an error naming each broken "
+                "column (one missing, one with nulls, one out of range)")
     if "corrupted_csv" not in ctx.hidden:
         raise Fail("the corrupted CSV is only available at grading")
-    outcome = _probe(ctx).get("corrupted")
-    if not outcome:
-        raise Fail("the grader could not swap its corrupted CSV into your project")
-    if outcome.get("problem"):
-        raise Fail(outcome["problem"])
-    if outcome.get("rc") == 0:
-        raise Fail(f"stage {outcome.get('stage')!r} accepted a CSV with a missing column, nulls and out-of-range "
-                   "values: it must fail on broken data")
-    if outcome.get("stage") not in outcome.get("ran", []):
-        raise Fail(f"`dvc repro {outcome.get('stage')}` failed before running the stage: {_tail(outcome.get('output'))}")
+    # A probe of its own: the learner's code runs on the hidden CSV here only, and its output is never quoted.
+    result = ctx.probe("dvc_probe", {"corrupted": np.array(ctx.hidden["corrupted_csv"])}, raw=True,
+                       limits=Limits(wall_seconds=CORRUPTED_SECONDS + 60), needs=(_project(ctx, "dvc.yaml"),),
+                       args=("--project", _project(ctx), "--mode", "corrupted", "--raw", RAW, "--stage", "validate",
+                             "--seconds", str(CORRUPTED_SECONDS)))
+    if "error" in result:
+        raise Fail(f"the grader could not feed its corrupted CSV to your project; {expected}")
+    outcome = result.get("corrupted") or {}
+    if outcome.get("rc") is None:
+        stopped = (result.get("inner") or {}).get("stopped") or {}
+        if stopped and starved(SimpleNamespace(cpu_seconds=stopped.get("cpu") or 0.0,
+                                               load=float(stopped.get("load") or 0)), float(stopped.get("seconds") or 0)):
+            raise GraderTimeout(f"the grader's corrupted-CSV run ran out of its {CORRUPTED_SECONDS} s while the "
+                                f"machine was busy (load {float(stopped.get('load') or 0):.1f})")
+        raise Fail(f"the validate stage did not finish on the corrupted CSV; {expected}")
+    if outcome["rc"] == 0:
+        raise Fail(f"the validate stage accepted the corrupted CSV; {expected}")
+    if "validate" not in outcome.get("ran", []):
+        raise Fail(f"`dvc repro validate` failed before the validate stage ran; {expected}")
     text = str(outcome.get("output", ""))
-    named = [kind for kind, column in ctx.hidden["broken_columns"].items() if column in text]
+    named = [c for c in ctx.hidden["broken_columns"].values() if re.search(rf"(?<![\w]){re.escape(c)}(?![\w])", text)]
+    if not named:
+        return Partial(1 / 3, f"the validate stage failed on the corrupted CSV but named none of the broken columns; "
+                       f"{expected}")
     if len(named) < 3:
-        unnamed = [k for k in ctx.hidden["broken_columns"] if k not in named]
-        message = (f"the validation stage failed on broken data, but its message names {len(named)} of the 3 broken "
-                   f"columns (not named: the {', '.join(unnamed)} one)")
-        return Partial(0.5, message) if named else Partial(0.25, message)
+        return Partial(2 / 3, f"the validate stage failed on the corrupted CSV but did not name every broken column; "
+                       f"{expected}")
