@@ -75,14 +75,28 @@ def _probe_csv(ctx) -> str:
     return ctx.hidden.get("probe_csv") or ctx.read_text(ctx.params["data_path"])
 
 
-def _probe(ctx) -> dict:
+def _probe(ctx, needs_cli: bool = False) -> dict:
     from mlops_kit.packaging import MYPY_ARGS, RUFF_ARGS
 
+    cli = _project(ctx, f"src/{PACKAGE}/cli.py")
+    if needs_cli and not ctx.exists(cli):
+        raise Fail(f"{cli} was not found: the gates judge the code you wrote{ctx.why_missing()}")
     args = ("--project", _project(ctx), "--package", PACKAGE, "--script", SCRIPT, "--seed",
             str(int(ctx.params["seed"])), "--test-size", str(OTHER_TEST_SIZE), "--ruff-args", json.dumps(RUFF_ARGS),
             "--mypy-args", json.dumps(MYPY_ARGS))
     return ctx.probe("package_probe", {"csv": np.array(_probe_csv(ctx))}, args=args,
                      limits=Limits(wall_seconds=240, memory_bytes=3 * 2**30))
+
+
+def _pyproject(ctx) -> dict:
+    """pyproject.toml as a dict with a [project] table (Fail otherwise: package_layout says more)."""
+    try:
+        meta = tomllib.loads(ctx.read_text(_project(ctx, "pyproject.toml")))
+    except tomllib.TOMLDecodeError as err:
+        raise Fail(f"pyproject.toml is not valid TOML ({err}): see package_layout") from None
+    if not isinstance(meta.get("project"), dict):
+        raise Fail("pyproject.toml has no [project] table: see package_layout")
+    return meta
 
 
 def _step(result: dict, name: str) -> dict:
@@ -162,7 +176,7 @@ def package_layout(ctx):
                        f"src/{PACKAGE}/ (the src layout){ctx.why_missing()}")
 
 
-@CHECKS.add(points=1, depends=("package_layout",), section="2.1 A package is a folder with a contract",
+@CHECKS.add(points=1, section="2.1 A package is a folder with a contract",
             hint='version = "0.1.0" (a quoted string), requires-python = ">=3.11", bcdata = "bcdata.cli:app", and '
                  '[tool.setuptools.packages.find] where = ["src"].')
 def project_metadata(ctx):
@@ -170,7 +184,7 @@ def project_metadata(ctx):
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
     from packaging.version import InvalidVersion, Version
 
-    meta = tomllib.loads(ctx.read_text(_project(ctx, "pyproject.toml")))
+    meta = _pyproject(ctx)
     project = meta["project"]
     problems = []
     version = project.get("version")
@@ -205,20 +219,20 @@ def project_metadata(ctx):
     return None
 
 
-@CHECKS.add(points=1, depends=("package_layout",), section="2.5 Two quality gates: ruff and mypy",
+@CHECKS.add(points=1, section="2.5 Two quality gates: ruff and mypy",
             hint="Run check_quality(project, 'bcdata', fix=True) and fix what remains; noqa comments are ignored.")
 def lint_clean(ctx):
     """ruff finds nothing in the project with the course's settings (RUFF_ARGS; project config ignored)."""
-    ruff = _step(_probe(ctx), "ruff")
+    ruff = _step(_probe(ctx, needs_cli=True), "ruff")
     if ruff.get("returncode") != 0:
         raise Fail(f"ruff check (course settings) reported problems, expected none:\n{_tail(ruff.get('output'))}")
 
 
-@CHECKS.add(points=1, depends=("package_layout",), section="2.5 Two quality gates: ruff and mypy",
+@CHECKS.add(points=1, section="2.5 Two quality gates: ruff and mypy",
             hint="Annotate every function (parameters and return) and make the types agree; do not silence mypy.")
 def types_clean(ctx):
     """mypy finds no error in src/bcdata with the course's settings (MYPY_ARGS), without silencing comments."""
-    result = _probe(ctx)
+    result = _probe(ctx, needs_cli=True)
     mypy = _step(result, "mypy")
     if mypy.get("returncode") != 0:
         raise Fail(f"mypy (course settings) reported errors in src/{PACKAGE}, expected none:\n"
@@ -229,7 +243,7 @@ def types_clean(ctx):
                        + "; ".join(silenced[:3]))
 
 
-@CHECKS.add(points=1, depends=("package_layout",), section="2.3 Build, install and run it — offline",
+@CHECKS.add(points=1, section="2.3 Build, install and run it — offline",
             hint="install_offline(project, target) and run_script(target, 'bcdata', '--help') show the same.")
 def installs_and_helps(ctx):
     """pip builds and installs the project offline, and the installed `bcdata --help` lists summary and split."""
@@ -349,7 +363,7 @@ def _same_rows(a, b, ordered: bool = False) -> bool:
     return bool(np.allclose(left, right, rtol=1e-9, atol=1e-12, equal_nan=True))
 
 
-@CHECKS.add(points=1, depends=("package_layout",), section="2.4 What you need, and what you run",
+@CHECKS.add(points=1, section="2.4 What you need, and what you run",
             hint="requirements.in lists exactly pyproject.toml's dependencies, with the same bounds, and each upper "
                  "bound (<, <=, ~=, ==) says why on its line: pandas<3  # not tested on pandas 3 yet.")
 def requirements_in_matches_project(ctx):
@@ -364,7 +378,7 @@ def requirements_in_matches_project(ctx):
         direct = {r.name: Requirement(r.text).specifier for r in parse_requirements(in_text)}
     except (ValueError, InvalidRequirement) as err:
         raise Fail(f"requirements.in, {err}") from None
-    declared = tomllib.loads(ctx.read_text(_project(ctx, "pyproject.toml")))["project"].get("dependencies", [])
+    declared = _pyproject(ctx)["project"].get("dependencies", [])
     try:
         if not isinstance(declared, list):
             raise InvalidRequirement(f"dependencies is {type(declared).__name__}, not a list")
