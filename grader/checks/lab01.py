@@ -119,43 +119,46 @@ def prepare(work: Path) -> tuple[dict, dict]:
     return params, {"hidden_mutants": HIDDEN_MUTANTS}
 
 
-# --- the probe: one run per variant, cached per judging context ------------------------------------
+# --- the probes: one run per variant, cached per judging context ------------------------------------
+# Two probes, each in its own sandbox with a worker of its own: the visible one (the reference twice and the
+# visible mutants) feeds every visible check; the hidden one (the reference twice and the hidden mutants)
+# only the hidden check, which reports counts. Learner code run on hidden mutants never writes a visible
+# message, and each probe grades its mutants by the tests that pass on its own reference runs.
 
-_RESULTS: dict[int, tuple[object, object]] = {}
+_RESULTS: dict[tuple[int, str], tuple[object, object]] = {}
 _LOCK = threading.Lock()
 
 
-def _mutation_run(ctx) -> dict:
-    """{"reference": [run, ...], "good": {tests passing on every reference run}, "visible": [(label, killed?)],
-    "hidden": [...]}; raises Fail when the tests could not be run."""
+def _mutation_run(ctx, kind: str = "visible") -> dict:
+    """{"reference": [run, ...], "good": {tests passing on every reference run}, "mutants": [(label, killed?)]}
+    for the `kind` ("visible" or "hidden") of mutants; raises Fail when the tests could not be run."""
     with _LOCK:
-        cached = _RESULTS.get(id(ctx))
+        cached = _RESULTS.get((id(ctx), kind))
     if cached and cached[0] is ctx:
         if isinstance(cached[1], Fail):
             raise cached[1]
         return cached[1]
     try:
-        result = _run_probe(ctx)
+        result = _run_probe(ctx, MUTANTS if kind == "visible" else ctx.hidden["hidden_mutants"])
     except Fail as failure:
         result = failure
     with _LOCK:
         if len(_RESULTS) > 32:
             _RESULTS.clear()
-        _RESULTS[id(ctx)] = (ctx, result)
+        _RESULTS[(id(ctx), kind)] = (ctx, result)
     if isinstance(result, Fail):
         raise result
     return result
 
 
-def _run_probe(ctx) -> dict:
+def _run_probe(ctx, mutants) -> dict:
     reference = reference_source()
-    variants: list[tuple[str, str, str]] = [("reference", "reference", reference)] * REFERENCE_RUNS
-    variants += [("visible", label, mutate(reference, patches)) for label, patches in MUTANTS]
-    variants += [("hidden", label, mutate(reference, patches)) for label, patches in ctx.hidden.get("hidden_mutants", ())]
+    variants: list[tuple[str, str]] = [("reference", reference)] * REFERENCE_RUNS
+    variants += [(label, mutate(reference, patches)) for label, patches in mutants]
     rng = random.SystemRandom()
     rng.shuffle(variants)
     # a token of its own per variant: no variant is byte-identical to the library's file or to another one
-    inputs = {f"v{i:02d}": np.array(f"# variant {rng.getrandbits(64):016x}\n{source}\n") for i, (_, _, source)
+    inputs = {f"v{i:02d}": np.array(f"# variant {rng.getrandbits(64):016x}\n{source}\n") for i, (_, source)
               in enumerate(variants)}
     result = ctx.probe("mutation_tests", inputs, args=("--tests", ctx.output(TESTS), "--timeout", str(RUN_TIMEOUT),
                                                         "--budget", str(RUNS_BUDGET)),
@@ -163,17 +166,14 @@ def _run_probe(ctx) -> dict:
     runs = result.get("runs")
     if not isinstance(runs, dict) or not all(isinstance(runs.get(f"v{i:02d}"), dict) for i in range(len(variants))):
         raise Fail("the test probe skipped a run; please report it to your instructor")
-    picked = [(kind, label, runs[f"v{i:02d}"]) for i, (kind, label, _) in enumerate(variants)]
-    out: dict = {"reference": [run for kind, _, run in picked if kind == "reference"], "visible": [], "hidden": []}
-    good = _passed(out["reference"][0])
-    for run in out["reference"][1:]:
+    picked = [(label, runs[f"v{i:02d}"]) for i, (label, _) in enumerate(variants)]
+    references = [run for label, run in picked if label == "reference"]
+    good = _passed(references[0])
+    for run in references[1:]:
         good &= _passed(run)
-    out["good"] = good
-    slowest = max(_seconds(run, "cpu_seconds") for run in out["reference"])
-    for kind, label, run in picked:
-        if kind != "reference":
-            out[kind].append((label, _killed(run, slowest, good)))
-    return out
+    slowest = max(_seconds(run, "cpu_seconds") for run in references)
+    return {"reference": references, "good": good,
+            "mutants": [(label, _killed(run, slowest, good)) for label, run in picked if label != "reference"]}
 
 
 def _passed(run: dict) -> set[str]:
@@ -204,12 +204,12 @@ def _count(run: dict, key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _results(ctx) -> dict:
+def _results(ctx, kind: str = "visible") -> dict:
     source = ctx.read_text(ctx.output(TESTS))  # Fail with a pointer when the file is missing
     if not source.strip():
         raise Fail(f"{ctx.output(TESTS)} is empty: the notebook should write your tests there")
     try:
-        return _mutation_run(ctx)
+        return _mutation_run(ctx, kind)
     except Fail as failure:
         raise Fail(f"running your tests failed: {failure}") from None
 
@@ -274,13 +274,11 @@ def _score_mutants(ctx, kind: str, what: str):
         raise Fail(f"{TESTS} inspects the implementation itself (found {found.group(0)!r}); mutation testing "
                    "scores tests that call the functions and check their behaviour (results, errors), so "
                    "remove the source/module introspection")
-    result = _results(ctx)
+    result = _results(ctx, kind)
     if not result["good"]:
         raise Fail(f"none of your tests passes on the reference implementation, so none can catch a {what[:-1]}: "
                    "see tests_pass_on_reference")
-    outcomes = result[kind]
-    if not outcomes:
-        raise Fail(f"the {what} are only run at grading")
+    outcomes = result["mutants"]
     killed = sum(1 for _, dead in outcomes if dead)
     broken = _count(result["reference"][0], "collected") - len(result["good"])
     counted = f"the {len(result['good'])} test(s) that pass on the reference" if broken > 0 else "your tests"

@@ -11,8 +11,9 @@ only pays for collecting and running the tests (a plain `python -m pytest` per v
 CPU more). The probe writes one variant at a time into the worker's scratch directory, asks for one run over
 the worker's stdin, and deletes the variant when the run is over: a run never sees the other variants, on
 disk or in memory. Every run has its own working directory, temporary directory and wall-clock timeout; its
-whole process group is killed after it. A worker that dies (a test can kill it) is replaced, and the run
-counts as a crash.
+whole process group is killed after it; in the inner sandbox, every process a run left and whatever it
+wrote to /tmp, /dev/shm or the scratch directory is gone before the next run starts. A worker that dies (a
+test can kill it) is replaced, and the run counts as a crash.
 
 result.json: {"runs": {name: {"exit": int | None, "timed_out": bool, "seconds": float, "cpu_seconds": float,
 "collected": int, "passed": int, "failed": int, "errors": int, "skipped": int, "failures": [str],
@@ -67,6 +68,7 @@ def run(args, inputs) -> dict:
                               "cpu_seconds": 0.0, "tail": "not run: the runs before it used up the time budget"}
                 continue
             root = scratch / "run"
+            _wipe(scratch)  # nothing a run wrote (HOME is here too) is there for the next one
             _prepare_run(root, code, tests)
             result = worker.run(root, min(args.timeout, left))
             result.update(read_tally(root / "tally.json"))
@@ -78,8 +80,15 @@ def run(args, inputs) -> dict:
     return {"runs": runs, "nested": worker.nested}
 
 
+def _wipe(folder: Path) -> None:
+    for entry in list(folder.iterdir()) if folder.is_dir() else []:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def _prepare_run(root: Path, code: str, tests: bytes) -> None:
-    shutil.rmtree(root, ignore_errors=True)
     package = root / "pkg" / "mlops_kit"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(INIT)
@@ -107,7 +116,7 @@ class Worker:
         argv = [sys.executable, "-I", os.path.abspath(__file__), "--worker"]
         self.nested = inner_sandbox_available()
         if self.nested:
-            argv = inner_command(argv, [str(self.scratch)], self.hidden)
+            argv = inner_command(argv + ["--nested"], [str(self.scratch)], self.hidden)
         self.proc = subprocess.Popen(argv, cwd=str(self.scratch), env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
         if self._read_line(120) != {"ready": True}:  # the imports, once
@@ -248,10 +257,38 @@ def worker_main() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing printed by an import lands in the answers
     answers.write('{"ready": true}\n')
     answers.flush()
+    nested = "--nested" in sys.argv and os.getuid() == 1001  # harness.INNER_UID: never outside the inner sandbox
     for line in sys.stdin:
         request = json.loads(line)
-        answers.write(json.dumps(run_variant(Path(request["root"]), float(request["timeout"]))) + "\n")
+        answer = run_variant(Path(request["root"]), float(request["timeout"]))
+        if nested:
+            forget()  # before answering: nothing the run left can still write while the probe reads
+        answers.write(json.dumps(answer) + "\n")
         answers.flush()
+
+
+def forget() -> None:
+    """After a run, in the inner sandbox only: end every process it left (kill(-1) reaches no further than
+    this PID namespace, and spares its init), and empty the private /tmp and /dev/shm, so that no run
+    hands anything to the next."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+    scratch = Path(os.environ["HOME"])  # the probe's scratch, mounted under /tmp: the probe empties it
+    for folder in ("/tmp", "/dev/shm"):
+        try:
+            entries = [e for e in Path(folder).iterdir() if e != scratch and e not in scratch.parents]
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink()
+            except OSError:
+                pass
 
 
 def prewarm() -> None:
