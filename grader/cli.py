@@ -39,9 +39,11 @@ def assign(labs: Optional[List[str]] = typer.Argument(None, help="Lab numbers or
 
 @app.command()
 def check(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
-          notebook: Optional[Path] = typer.Option(None, help="Notebook to check; default labs/<lab>.ipynb."),
+          path: Optional[Path] = typer.Argument(None, help="Notebook to check; default labs/<lab>.ipynb."),
+          notebook: Optional[Path] = typer.Option(None, help="Notebook to check (same as the argument)."),
           no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Run without bubblewrap.")):
     """Self-check: run your lab notebook (sandboxed) and show its visible checks."""
+    notebook = path or notebook
     from grader.grade import grade_notebook
     from grader.labs import find_lab
     from grader.report import print_results
@@ -65,7 +67,7 @@ def grade(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
           no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Grade WITHOUT isolation (trusted code only)."),
           reveal_hidden: bool = typer.Option(False, "--reveal-hidden", help="Show hidden checks' details (instructors).")):
     """Grade submissions fully (visible and hidden checks); every submission gets a result."""
-    from grader.grade import grade_batch, write_results
+    from grader.grade import Interrupted, grade_batch, write_results
     from grader.labs import find_lab
     from grader.report import print_results, write_html_report
     from grader.sandbox import probe_bubblewrap
@@ -82,12 +84,22 @@ def grade(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
         if json_out:
             write_results(done, json_out, reveal_hidden)
 
-    results = grade_batch(module, submissions, jobs=jobs, on_result=record, isolate=not no_sandbox)
+    try:
+        results = grade_batch(module, submissions, jobs=jobs, on_result=record, isolate=not no_sandbox)
+    except Interrupted as stop:
+        kept = f"; {json_out} holds them" if json_out and stop.results else ""
+        typer.echo(f"\nInterrupted: {len(stop.results)} of {stop.total} submissions were graded{kept}. "
+                   "Run the same command again for the rest.", err=True)
+        if json_out and stop.results:
+            write_results(stop.results, json_out, reveal_hidden)
+        if html_out and stop.results:
+            write_html_report(stop.results, html_out, f"Lab {module.LAB.id} (interrupted)", reveal_hidden)
+        raise typer.Exit(130) from None
     if json_out:
         write_results(results, json_out, reveal_hidden)
     if html_out:
         write_html_report(results, html_out, f"Lab {module.LAB.id}", reveal_hidden)
-    print_results(results)
+    print_results(results, reveal_hidden=reveal_hidden)
 
 
 @app.command()

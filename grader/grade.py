@@ -63,6 +63,11 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
     base = dict(submission=str(path), lab=lab.id, max_score=max_score)
     try:
         template = assign.build_lab(_load_solution(lab), lab.id)
+        if not reference and _is_solution(lab, Path(path)):
+            reference = True  # an instructor's solutions/ notebook: graded as the reference it is
+            notes_before = ["graded as the reference solution (this is the lab's solutions/ notebook)"]
+        else:
+            notes_before = []
         if reference:
             submission = assign.build_lab(_load_solution(lab), lab.id, with_solutions=True)
         else:
@@ -92,7 +97,7 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
                     execution.notes.append(f"the work directory could not be kept: {str(err)[:200]}")
         finally:
             sandbox.cleanup()
-        notes = restored.notices + execution.notes
+        notes = notes_before + restored.notices + execution.notes
         if not execution.ok and execution.stopped:
             notes.insert(0, f"The notebook did not run to the end: {execution.error}")
         elif not execution.ok:
@@ -103,7 +108,8 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
                       output="\n".join(notes), tests=tests, **base)
     except NotebookError as err:
         return Result(score=0.0, execution_time=time.monotonic() - start, output=f"Not graded: {err}",
-                      tests=_all_failed(checks, include_hidden, f"not graded: {err}"), status="rejected", **base)
+                      tests=_all_failed(checks, include_hidden, "not graded (see above)", hints=False),
+                      status="rejected", **base)
     except GraderTimeout as err:  # the machine, not the learner, was too slow: regrade this one
         return Result(score=0.0, execution_time=time.monotonic() - start,
                       output=f"Not graded: the grader ran out of time, not your code ({err}); it will be regraded.",
@@ -116,20 +122,39 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
                       tests=_all_failed(checks, include_hidden, "grader error"), status="error", **base)
 
 
+class Interrupted(Exception):
+    """A batch stopped by Ctrl-C: `results` holds what was graded before it."""
+
+    def __init__(self, results: list[Result], total: int):
+        super().__init__(f"interrupted: {len(results)} of {total} submissions graded")
+        self.results, self.total = results, total
+
+
 def grade_batch(lab_module, paths: Iterable[Path], jobs: int = 1, on_result: Callable[[Result], None] | None = None,
                 **options) -> list[Result]:
     """Grade many submissions, `jobs` sandboxes at a time; results come back in input order.
 
     With `keep_dir`, each submission's work directory is kept in its own `keep_dir/NNN-<file stem>`.
+    Ctrl-C kills the running sandboxes within a second and raises `Interrupted` with the results so far
+    (the submissions cut short are not recorded: they would read as the learner's failure).
     """
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from grader.sandbox import stop_all
+
     paths = list(paths)
     results: list[Result | None] = [None] * len(paths)
     keep_root = options.pop("keep_dir", None)
     lock = threading.Lock()
+    stopping = threading.Event()
 
     def one(index: int) -> None:
+        if stopping.is_set():
+            return
         keep = Path(keep_root) / f"{index:03d}-{Path(paths[index]).stem}" if keep_root else None
         result = grade_notebook(lab_module, paths[index], keep_dir=keep, **options)
+        if stopping.is_set():
+            return  # cut short by Ctrl-C: not a grade
         results[index] = result
         if on_result:
             with lock:  # callbacks (e.g. rewriting results.json) never run concurrently
@@ -138,8 +163,21 @@ def grade_batch(lab_module, paths: Iterable[Path], jobs: int = 1, on_result: Cal
                 except Exception:  # a reporting failure must not stop the batch
                     traceback.print_exc()
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, range(len(paths))))
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    pending = {pool.submit(one, i) for i in range(len(paths))}
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+    except KeyboardInterrupt:
+        stopping.set()
+        for future in pending:
+            future.cancel()
+        stop_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise Interrupted([r for r in results if r is not None], len(paths)) from None
+    pool.shutdown(wait=True)
     return [r for r in results if r is not None]
 
 
@@ -153,13 +191,27 @@ def write_results(results: list[Result], path: Path, reveal_hidden: bool = False
     tmp.replace(path)
 
 
+def _is_solution(lab, path: Path) -> bool:
+    """Whether `path` is the lab's solution notebook (the file itself, or a byte-identical copy)."""
+    try:
+        if path.resolve() == lab.solution_path.resolve():
+            return True
+        return path.stat().st_size == lab.solution_path.stat().st_size and path.read_bytes() == \
+            lab.solution_path.read_bytes()
+    except OSError:
+        return False
+
+
 def _load_solution(lab) -> dict:
     return json.loads(lab.solution_path.read_text(encoding="utf-8"))
 
 
-def _all_failed(checks, include_hidden: bool, message: str) -> list[CheckResult]:
+def _all_failed(checks, include_hidden: bool, message: str, hints: bool = True) -> list[CheckResult]:
+    """Every check failed with one `message` (a submission that was not, or could not be, graded); without
+    `hints`, no check's hint is attached: they answer a failure of that check, not a rejected file."""
     return [CheckResult(name=c.name, description=c.description, score=0.0, max_score=c.points, status="failed",
-                        message=message, visible=c.visible, hint=c.hint, section=c.section)
+                        message=message, visible=c.visible, hint=c.hint if hints else "",
+                        section=c.section if hints else "")
             for c in checks if c.visible or include_hidden]
 
 
@@ -186,4 +238,4 @@ def _keep(work: Path, dest: Path) -> None:
     shutil.copytree(work, dest, symlinks=True, ignore=special)
 
 
-__all__ = ["Result", "grade_notebook", "grade_batch", "write_results", "asdict"]
+__all__ = ["Interrupted", "Result", "grade_notebook", "grade_batch", "write_results", "asdict"]

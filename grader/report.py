@@ -9,12 +9,17 @@ _STATUS_MARK = {"passed": "✔", "partial": "◐", "failed": "✘", "skipped": "
 _STATUS_COLOUR = {"passed": "#1a7f37", "partial": "#9a6700", "failed": "#cf222e", "skipped": "#6e7781"}
 
 
+_STATE = {"graded": "ran and graded", "rejected": "<strong>rejected</strong>: not run",
+          "error": "<strong>grader error</strong>: regrade"}
+
+
 def _message(result, reveal_hidden: bool = False) -> str:
     if not result.visible and not reveal_hidden:
         return "hidden check: details are shown after grades are published"
     if result.status == "passed":
         return result.message or result.description
-    extra = f" Hint: {result.hint} (reread: {result.section})" if result.status in ("failed", "partial") else ""
+    failed = result.status in ("failed", "partial")
+    extra = f" Hint: {result.hint} (reread: {result.section})" if failed and result.hint else ""
     return f"{result.message}{extra}"
 
 
@@ -59,7 +64,7 @@ def _plain(text: str):
     return Text(clean_text(str(text)))
 
 
-def print_results(results, console=None) -> None:
+def print_results(results, console=None, reveal_hidden: bool = False) -> None:
     """A rich table: one row per submission, then the checks of each (learner text is never markup)."""
     from rich.console import Console
     from rich.table import Table
@@ -71,11 +76,13 @@ def print_results(results, console=None) -> None:
             table.add_column(column, overflow="fold")
         for t in res.tests:
             table.add_row(_plain(t.name + ("" if t.visible else " (hidden)")), _plain(t.status),
-                          f"{t.score:g}/{t.max_score:g}", _plain(_message(t)))
+                          f"{t.score:g}/{t.max_score:g}", _plain(_message(t, reveal_hidden)))
         console.print(table)
         if res.output:
             console.print(_plain(res.output), markup=False, highlight=False)
-        console.print(f"[bold]score {res.score:g}/{res.max_score:g}[/bold] ({res.execution_time:.1f} s)")
+        how = {"rejected": " — not graded: the file was rejected", "error": " — the grader failed: regrade it"}
+        console.print(f"[bold]score {res.score:g}/{res.max_score:g}[/bold]{how.get(res.status, '')} "
+                      f"({res.execution_time:.1f} s)")
 
 
 def summary_table(rows: list[tuple[str, str, float, float, float]], console=None) -> None:
@@ -96,6 +103,7 @@ def write_html_report(results, path: Path, title: str = "mlops-course report", r
     """One HTML page: a summary table, then each submission's checks."""
     summary = "".join(
         f"<tr><td><a href='#r{i}'>{html.escape(r.lab)}</a></td><td>{html.escape(r.submission)}</td>"
+        f"<td>{_STATE.get(r.status, html.escape(r.status))}</td>"
         f"<td>{r.score:g}/{r.max_score:g}</td><td>{(100 * r.score / r.max_score if r.max_score else 0):.0f} %</td>"
         f"<td>{r.execution_time:.1f} s</td></tr>" for i, r in enumerate(results)
     )
@@ -108,7 +116,7 @@ def write_html_report(results, path: Path, title: str = "mlops-course report", r
         f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}"
         "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top}"
         f"</style></head><body><h1>{html.escape(title)}</h1><table><thead><tr><th>lab</th><th>submission</th>"
-        f"<th>score</th><th>percent</th><th>time</th></tr></thead><tbody>{summary}</tbody></table>{sections}"
+        f"<th>state</th><th>score</th><th>percent</th><th>time</th></tr></thead><tbody>{summary}</tbody></table>{sections}"
         "</body></html>"
     )
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -126,6 +126,7 @@ class Sandbox:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True,
                                 env=_host_env_for_launch(), cwd=self.root)
+        _RUNNING.add(proc)
         out, err = _Drain(proc.stdout, limits.output_bytes), _Drain(proc.stderr, limits.output_bytes)
         timed_out = disk_exceeded = False
         writable = [host for host, rw in self.mounts.values() if rw]
@@ -152,6 +153,7 @@ class Sandbox:
                 proc.wait()
         finally:
             _kill_group(proc.pid)
+            _RUNNING.discard(proc)
             out_of_memory = cgroup.oom_killed()
             cpu_seconds = cgroup.cpu_seconds()
             cgroup.destroy()
@@ -256,6 +258,17 @@ def _library_dirs() -> tuple[str, ...]:
     if location.startswith(os.path.realpath(sys.prefix)):
         return ()  # a regular install: already inside the venv
     return (location,)
+
+
+_RUNNING: set = set()  # every sandbox process running now, for stop_all()
+
+
+def stop_all() -> int:
+    """Kill every sandboxed job running in this process (Ctrl-C on a batch); how many there were."""
+    running = list(_RUNNING)
+    for proc in running:
+        _kill_group(proc.pid)
+    return len(running)
 
 
 def remove_tree(root: Path) -> None:

@@ -66,3 +66,78 @@ def test_grade_refuses_without_a_sandbox(tmp_path, monkeypatch):
                          text=True, cwd=REPO, env={"PATH": str(bin_dir)}, timeout=120)
     assert out.returncode == 2
     assert "Refusing to grade without a sandbox" in out.stderr
+
+
+def test_a_rejected_file_states_its_reason_once_without_check_hints(tmp_path):
+    from grader.grade import grade_notebook
+    from grader.report import write_html_report
+
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("{ not json")
+    result = grade_notebook(find_lab("03"), broken)
+    assert result.status == "rejected" and result.output.count("not valid notebook JSON") == 1
+    assert all(t.message == "not graded (see above)" and not t.hint and not t.section for t in result.tests)
+    page = write_html_report([result], tmp_path / "page.html").read_text()
+    assert "<strong>rejected</strong>: not run" in page and page.count("not valid notebook JSON") == 1
+
+
+def test_reveal_hidden_shows_hidden_details_in_the_terminal_too():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from grader.grade import Result
+    from grader.judge import CheckResult
+
+    hidden = CheckResult(name="holdout_auc", description="d", score=0, max_score=3, status="failed",
+                         message="holdout ROC AUC 0.612 is below 0.95", visible=False, hint="h", section="3.2 s")
+    result = Result(submission="s.ipynb", lab="03_classifier", score=0, max_score=3, execution_time=1.0, output="",
+                    tests=[hidden])
+    for reveal, shown in ((False, False), (True, True)):
+        buffer = StringIO()
+        from grader.report import print_results
+
+        print_results([result], console=Console(file=buffer, width=200), reveal_hidden=reveal)
+        assert ("0.612" in buffer.getvalue()) is shown
+
+
+@pytest.mark.slow
+def test_check_takes_the_notebook_as_an_argument_and_grades_a_solution_as_the_reference(isolate):
+    out = run("check", "03", "solutions/03_classifier.ipynb")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "graded as the reference solution" in out.stdout
+    assert "this is not lab" not in out.stdout
+    visible = sum(c.points for c in find_lab("03").CHECKS if c.visible)
+    assert f"score {visible:g}/{visible:g}" in out.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_batch_within_seconds_and_keeps_what_was_graded(tmp_path, isolate):
+    import os
+    import signal
+    import time
+
+    results = tmp_path / "results.json"
+    subs = []
+    for n in range(4):
+        sub = tmp_path / f"sub{n}.ipynb"
+        sub.write_bytes((REPO / "labs/03_classifier.ipynb").read_bytes())
+        subs.append(str(sub))
+    proc = subprocess.Popen(CLI + ["grade", "03", *subs, "--json", str(results), "--jobs", "1"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not results.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert results.exists(), "the first submission was never graded"
+    time.sleep(1.0)  # the second one is running now
+    os.kill(proc.pid, signal.SIGINT)
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - start < 10, "Ctrl-C must stop the batch within seconds"
+    assert proc.returncode == 130, err
+    graded = json.loads(results.read_text())
+    assert 1 <= len(graded) < 4
+    assert f"Interrupted: {len(graded)} of 4 submissions were graded" in err
+    assert all(r["status"] == "graded" for r in graded)  # nothing cut short was recorded as a grade
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert not leftover, f"sandbox processes left running: {leftover}"
