@@ -63,12 +63,44 @@ def keep_solutions(source: str) -> str:
     return "\n".join(l for l in source.splitlines() if l.strip() not in (BEGIN, END))
 
 
+HEADER_MARK = "<!-- header:"
+
+
+def lab_header(spec) -> str:
+    """The lab's header, written from its spec: title, week, time, the lesson it follows, objectives."""
+    objectives = [f"- {o};" for o in spec.objectives]
+    if objectives:
+        objectives[-1] = objectives[-1][:-1] + "."
+    return "\n".join([f"# Lab {spec.number} — {spec.title}", "",
+                      f"**Week {spec.week}** · estimated time **{spec.minutes} minutes** · follows the lesson "
+                      f"`{spec.lesson}`", "", "**Objectives** — by the end you can:", *objectives])
+
+
+def _with_header(source: str, lab_id: str) -> str:
+    """`source` with its header marker line replaced by the header from the lab's spec."""
+    first, _, rest = source.partition("\n")
+    if not first.startswith(HEADER_MARK):
+        return source
+    from grader.labs import find_lab
+
+    try:
+        spec = find_lab(lab_id).LAB
+    except LookupError:
+        raise AuthoringError(f"{lab_id}: a header marker, but no lab spec named {lab_id}") from None
+    return lab_header(spec) + "\n" + rest
+
+
 def build_lab(solution: dict, lab_id: str, with_solutions: bool = False) -> dict:
-    """The learner notebook for `solution` (or, with `with_solutions`, the same notebook solved)."""
+    """The learner notebook for `solution` (or, with `with_solutions`, the same notebook solved).
+
+    A first markdown cell that starts with the header marker gets the header written from the lab's spec.
+    """
     cells = []
     for index, cell in enumerate(solution["cells"]):
         source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
         where = f"{lab_id} cell {index}"
+        if index == 0 and cell["cell_type"] == "markdown":
+            source = _with_header(source, lab_id)
         is_answer = cell["cell_type"] == "code" and BEGIN in source
         if not is_answer and (BEGIN in source or END in source):
             raise AuthoringError(f"{where}: solution markers are only allowed in code cells")

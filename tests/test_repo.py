@@ -53,8 +53,10 @@ def test_lab_spine(lab_id):
     module = lab_modules()[lab_id]
     lab = module.LAB
     cells = json.loads(lab.solution_path.read_text())["cells"]
-    header = "".join(cells[0]["source"])
-    assert lab.title in header and f"Week {lab.week}" in header and f"{lab.minutes} minutes" in header
+    header = build_lab(json.loads(lab.solution_path.read_text()), lab.id)["cells"][0]["source"]
+    assert header.startswith(f"# Lab {lab.number} — {lab.title}\n"), "the header is written from the lab's spec"
+    assert f"Week {lab.week}" in header and f"{lab.minutes} minutes" in header
+    assert all(objective in header for objective in lab.objectives)
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), "no papermill parameters cell"
     sources = ["".join(c["source"]) for c in cells]
     assert any("### BEGIN SOLUTION" in s for s in sources), "no exercise"
