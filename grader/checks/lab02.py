@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import random
 import re
 import tomllib
 from pathlib import Path
@@ -37,8 +38,8 @@ LAB = Lab(
     cell_timeout=180,
 )
 
-PUBLIC_SEED, PROBE_SEED = 20261202, 20261203
-PROBE_ROWS, MISSING_SHARE = 240, 0.05
+PUBLIC_SEED = 20261202
+PROBE_ROWS, MISSING_SHARE = (200, 320), 0.05  # the grader's CSV: a new draw of rows for every submission
 PROJECT, PACKAGE, SCRIPT = "bcdata", "bcdata", "bcdata"
 NEEDED = ("pandas", "typer")  # what cli.py imports directly
 TEST_SIZE = 0.25
@@ -55,12 +56,14 @@ def prepare(work: Path) -> tuple[dict, dict]:
     public = frame.sample(frac=1.0, random_state=PUBLIC_SEED).reset_index(drop=True)
     (work / "data").mkdir(parents=True, exist_ok=True)
     public.to_csv(work / "data" / "breast_cancer.csv", index=False)
-    rng = np.random.default_rng(PROBE_SEED)
-    probe = frame.sample(n=PROBE_ROWS, random_state=PROBE_SEED).reset_index(drop=True)
+    draw = random.SystemRandom()  # drawn per submission: a feedback message shows no number worth typing in
+    probe_seed = draw.randrange(2**31)
+    rng = np.random.default_rng(probe_seed)
+    probe = frame.sample(n=draw.randint(*PROBE_ROWS), random_state=probe_seed).reset_index(drop=True)
     for column in rng.choice(probe.columns[:-1], size=3, replace=False):
         probe.loc[rng.random(len(probe)) < MISSING_SHARE, column] = np.nan
     params = {"seed": LAB.seed, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
-    return params, {"probe_csv": probe.to_csv(index=False)}
+    return params, {"probe_csv": probe.to_csv(index=False), "split_seed": draw.randrange(100, 10_000)}
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -68,6 +71,11 @@ def prepare(work: Path) -> tuple[dict, dict]:
 
 def _project(ctx, name: str = "") -> str:
     return ctx.output(f"{PROJECT}/{name}" if name else PROJECT)
+
+
+def _split_seed(ctx) -> int:
+    """The --seed the command is run with: drawn per submission when grading, the notebook's in a self-check."""
+    return int(ctx.hidden.get("split_seed", ctx.params["seed"]))
 
 
 def _probe_csv(ctx) -> str:
@@ -82,7 +90,7 @@ def _probe(ctx, needs_cli: bool = False) -> dict:
     if needs_cli and not ctx.exists(cli):
         raise Fail(f"{cli} was not found: the gates judge the code you wrote{ctx.why_missing()}")
     args = ("--project", _project(ctx), "--package", PACKAGE, "--script", SCRIPT, "--seed",
-            str(int(ctx.params["seed"])), "--test-size", str(OTHER_TEST_SIZE), "--ruff-args", json.dumps(RUFF_ARGS),
+            str(_split_seed(ctx)), "--test-size", str(OTHER_TEST_SIZE), "--ruff-args", json.dumps(RUFF_ARGS),
             "--mypy-args", json.dumps(MYPY_ARGS))
     return ctx.probe("package_probe", {"csv": np.array(_probe_csv(ctx))}, args=args,
                      limits=Limits(wall_seconds=240, memory_bytes=3 * 2**30))
@@ -298,7 +306,7 @@ def summary_command(ctx):
                  "target, index=False, rows in the split's order.")
 def split_command(ctx):
     """`bcdata split CSV --seed N --out DIR` writes the seeded, stratified train/test split and prints the counts."""
-    seed = int(ctx.params["seed"])
+    seed = _split_seed(ctx)
     return _judge_split(ctx, "split", f"{SCRIPT} split CSV --seed {seed} --out DIR", TEST_SIZE)
 
 
@@ -307,7 +315,7 @@ def split_command(ctx):
                  "stratified_split(X, y, test_size=test_size, seed=seed).")
 def split_test_size_option(ctx):
     """`bcdata split CSV --seed N --test-size 0.4 --out DIR` splits off that share of the rows as the test part."""
-    seed = int(ctx.params["seed"])
+    seed = _split_seed(ctx)
     return _judge_split(ctx, "split_sized", f"{SCRIPT} split CSV --seed {seed} --test-size {OTHER_TEST_SIZE} "
                         "--out DIR", OTHER_TEST_SIZE)
 
@@ -315,7 +323,7 @@ def split_test_size_option(ctx):
 def _judge_split(ctx, step_name: str, what: str, test_size: float):
     from mlops_kit.data import stratified_split
 
-    seed = int(ctx.params["seed"])
+    seed = _split_seed(ctx)
     step = _step(_probe(ctx), step_name)
     counts = require_keys(_json_output(_run_ok(step, what), what), ("train", "test"), f"the JSON printed by `{what}`")
     frame = _frame(_probe_csv(ctx))
