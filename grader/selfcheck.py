@@ -39,3 +39,22 @@ def show_self_check(lab_name: str, params: dict, work: Path | None = None) -> Se
     ctx = Context(lab=module.LAB, work=Path(work or Path.cwd()), params=dict(params),
                   new_sandbox=lambda limits: Sandbox(limits, isolate=reason is None))
     return SelfCheckReport(module.LAB, judge(module.CHECKS, ctx, include_hidden=False), notice)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m grader.selfcheck LAB --params JSON [--work DIR]`: the report as JSON (html, text, scores)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m grader.selfcheck")
+    parser.add_argument("lab")
+    parser.add_argument("--params", default="{}")
+    parser.add_argument("--work", default=None)
+    args = parser.parse_args(argv)
+    report = show_self_check(args.lab, json.loads(args.params), Path(args.work) if args.work else None)
+    print(json.dumps({"html": report._repr_html_(), "text": repr(report), "score": report.score,
+                      "max_score": report.max_score}))
+
+
+if __name__ == "__main__":
+    main()
