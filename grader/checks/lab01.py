@@ -167,6 +167,7 @@ def _run_probe(ctx, mutants) -> dict:
     if not isinstance(runs, dict) or not all(isinstance(runs.get(f"v{i:02d}"), dict) for i in range(len(variants))):
         raise Fail("the test probe skipped a run; please report it to your instructor")
     picked = [(label, runs[f"v{i:02d}"]) for i, (label, _) in enumerate(variants)]
+    _starved(run for _, run in picked)
     references = [run for label, run in picked if label == "reference"]
     good = _passed(references[0])
     for run in references[1:]:
@@ -174,6 +175,22 @@ def _run_probe(ctx, mutants) -> dict:
     slowest = max(_seconds(run, "cpu_seconds") for run in references)
     return {"reference": references, "good": good,
             "mutants": [(label, _killed(run, slowest, good)) for label, run in picked if label != "reference"]}
+
+
+def _starved(runs) -> None:
+    """A run that ran out of its wall time with little CPU while the machine was overloaded was starved by the
+    grader's machine, not slow by itself: GraderTimeout (the submission is graded again), never a verdict."""
+    import os
+
+    from grader.launch import GraderTimeout
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for run in runs:
+        if run.get("timed_out") and _seconds(run, "cpu_seconds") < 0.5 * _seconds(run) \
+                and os.getloadavg()[0] > cores + 0.5:
+            raise GraderTimeout(f"a run of the tests ran out of its {RUN_TIMEOUT} s with "
+                                f"{_seconds(run, 'cpu_seconds'):.1f} s of CPU while the machine was busy "
+                                f"(load {os.getloadavg()[0]:.1f})")
 
 
 def _passed(run: dict) -> set[str]:
