@@ -386,8 +386,8 @@ def _stage_problems(stage: object, name: str) -> list[str]:
                         "never reaches the later stages")
     extra = [d for d in extra if d != RAW]
     if extra:
-        problems.append(f"it lists {', '.join(extra)} under deps, which it does not read: a change there would rerun "
-                        "it for nothing")
+        problems.append(f"it lists {', '.join(extra)} under deps, which `{RUNNER} {name}` does not read: a change "
+                        "there would rerun it for nothing")
     keys, other = _params(stage)
     unread = [k for k in keys if not any(r == k or r.startswith(f"{k}.") for r in want["params"])] + other
     undeclared = [r for r in want["params"] if not any(r == k or r.startswith(f"{k}.") for k in keys)]
@@ -395,8 +395,8 @@ def _stage_problems(stage: object, name: str) -> list[str]:
         problems.append(f"it reads the parameter(s) {', '.join(undeclared)} but does not declare them under params: "
                         "changing them would not rerun it")
     if unread:
-        problems.append(f"it declares {', '.join(unread)} under params, which it does not read: changing "
-                        f"{'it' if len(unread) == 1 else 'them'} would rerun it for nothing")
+        problems.append(f"it declares {', '.join(unread)} under params, which `{RUNNER} {name}` does not read: "
+                        f"changing {'it' if len(unread) == 1 else 'them'} would rerun it for nothing")
     outs, metrics = _paths(stage.get("outs")), _paths(stage.get("metrics"))
     missing = [o for o in want["outs"] if o not in outs]
     if missing:
@@ -412,7 +412,7 @@ def _stage_problems(stage: object, name: str) -> list[str]:
             problems.append(f"declare {path} with `cache: false`, so that Git keeps it and a clone shows the metrics")
     extra = [o for o in outs + metrics + _paths(stage.get("plots")) if o not in want["outs"] + want["metrics"]]
     if extra:
-        problems.append(f"it declares {', '.join(extra)} as output(s), which it does not write")
+        problems.append(f"it declares {', '.join(extra)} as output(s), which `{RUNNER} {name}` does not write")
     return problems
 
 

@@ -135,6 +135,17 @@ def resolve_remote(url: str, source: Path, work: Path, output_dir: str) -> Path 
     return real if real.is_dir() and (real == work or work in real.parents) else None
 
 
+def tail(path: Path) -> str:
+    """The last LOG_CHARS characters of a log the stages wrote (never following a link they left there)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        handle.seek(max(0, os.fstat(fd).st_size - 4 * LOG_CHARS))
+        return handle.read().decode("utf-8", "replace")[-LOG_CHARS:]
+
+
 def copy_project(source: Path, project: Path) -> dict:
     """Copy the learner's project (no cache, tmp or local config); {} or {"error": why}."""
     size = sum(f.stat().st_size for f in source.rglob("*") if f.is_file() and not f.is_symlink()
@@ -229,8 +240,7 @@ def run(args, inputs) -> dict:
         elif isinstance(record, dict) and isinstance(record.get("step"), str):
             steps[record["step"]] = record
     for step in steps.values():
-        log = job / "logs" / f"{step['step']}.log"
-        step["output"] = log.read_text(encoding="utf-8", errors="replace")[-LOG_CHARS:] if log.is_file() else ""
+        step["output"] = tail(job / "logs" / f"{step['step']}.log")
     if stopped is None and done["timed_out"]:  # even the watchdog could not report: a starved machine
         stopped = {"timed_out": "unknown", "cpu": None, "load": os.getloadavg()[0],
                    "seconds": time.monotonic() - started}
