@@ -267,7 +267,7 @@ def _tag_problem(ctx, key: str, children: list[dict]) -> str | None:
             "data_version(data_path)}; set them in every child run.", section="5.1 Lineage: which code, which data?")
 def lineage_tags(ctx):
     """Every child run carries the git SHA of the work directory and the DVC md5 of the data, both computed."""
-    children = _children(ctx)
+    children = _candidates(ctx) or _children(ctx)
     problems = [p for p in (_tag_problem(ctx, key, children) for key in ("git_sha", "data_version")) if p]
     if len(problems) == 2:
         raise Fail("; ".join(problems))
@@ -342,17 +342,25 @@ def best_by_cv(ctx):
 def model_reloads(ctx):
     """Every child run's logged model (skops, with signature and input example) reloads in a sandbox and predicts."""
     pairs = _recomputed(ctx)
-    problems = []
+    broken, unsigned = [], []
     for run, model in pairs:
         if "error" in model or "proba_error" in model:
-            problems.append(f"{run['name']}: {model.get('error') or model['proba_error']}")
+            broken.append(f"{run['name']}: {model.get('error') or model['proba_error']}")
             continue
         missing = [what for what, key in (("a signature", "has_signature"), ("an input example", "has_input_example"))
                    if not model.get(key)]
         if missing:
-            problems.append(f"{run['name']}: the model was logged without {' and '.join(missing)} (pass signature= "
-                            "and input_example= to log_model)")
-    return _share(problems, len(pairs), "have a model that cannot be trusted later")
+            unsigned.append(f"{run['name']}: the model was logged without {' and '.join(missing)}")
+    if not broken and not unsigned:
+        return None
+    message = "; ".join([*broken, *unsigned][:4])
+    if unsigned:
+        message += " (pass signature= and input_example= to log_model, as log_sklearn_model does)"
+    if len(broken) == len(pairs):
+        raise Fail(f"no child run's model reloads: {message}")
+    return Partial(1 - (len(broken) + 0.5 * len(unsigned)) / len(pairs),
+                   f"{len(broken)} of {len(pairs)} child run(s) have a model that does not reload, {len(unsigned)} "
+                   f"one logged without what a later user needs: {message}")
 
 
 def _per_run(ctx, judge, what: str):
