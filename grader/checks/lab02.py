@@ -432,7 +432,8 @@ def _unexplained_upper_bounds(in_text: str) -> list[str]:
         upper = [str(s) for s in requirement.specifier if s.operator in ("<", "<=", "~=", "==", "===")]
         if not upper:
             continue
-        reason = comment or above
+        # its own line's comment, or a comment line right above that names it (not a header for the whole file)
+        reason = comment or (above if requirement.name.lower() in above.lower() else "")
         words = re.findall(r"[A-Za-z]{2,}", reason)
         if len(words) < 3 or _FILLER.fullmatch(reason) or re.search(r"\b(todo|fixme|tbd)\b", reason, re.I):
             shown = f" (its comment: {reason!r})" if reason else ""
