@@ -89,8 +89,10 @@ class Context:
         from grader.launch import inputs_key, run_probe
 
         for relative in needs:
-            if not self.exists(relative):
-                raise Fail(f"{relative} was not found{self.why_missing()}")
+            try:
+                collect.safe_open_bytes(self.work, relative, 0, read=False)
+            except collect.CollectError as err:
+                raise Fail(f"{err}{self.why_missing()}") from None
         inputs = inputs or {}
         key = inputs_key(tool, tuple(args), inputs)
         if key not in self._probes:

@@ -115,8 +115,15 @@ def _probe(ctx) -> dict:
     if "holdout" in ctx.hidden:
         inputs["X_holdout"] = ctx.hidden["holdout"].drop(columns="target").to_numpy()
     return ctx.probe("sklearn_model", inputs, args=("--artifact", ctx.output(ARTIFACT), "--cv-folds",
-                                                    str(CV_FOLDS), "--cv-seed", str(ctx.params["seed"])),
+                                                    str(CV_FOLDS), "--cv-seed", str(_fold_seed(ctx))),
                      needs=(ctx.output(ARTIFACT),))
+
+
+def _fold_seed(ctx) -> int:
+    """The seed of the folds to re-run: the run's, or the one the learner typed in throughout (their split shows it)."""
+    rows = _learner_rows(ctx)
+    other = _seed_of(ctx, rows) if rows is not None and rows != list(_seeded(ctx)[1].index) else None
+    return int(ctx.params["seed"]) if other is None else other
 
 
 def _metrics(ctx, keys: tuple[str, ...]) -> dict:
@@ -294,7 +301,7 @@ def _cv_on_all_rows(ctx) -> dict | None:
     inputs = {"X_test": X.to_numpy()[:1], "columns": np.array(list(X.columns)), "train_features": X.to_numpy(),
               "train_labels": y.to_numpy()}
     result = ctx.probe("sklearn_model", inputs, args=("--artifact", ctx.output(ARTIFACT), "--cv-folds",
-                                                      str(CV_FOLDS), "--cv-seed", str(ctx.params["seed"])), raw=True)
+                                                      str(CV_FOLDS), "--cv-seed", str(_fold_seed(ctx))), raw=True)
     cv = result.get("cv", {})
     return cv if "mean" in cv else None
 
@@ -331,7 +338,7 @@ def families_compared(ctx):
         raise Fail(f"cross-validating a clone of your pipeline failed: {cv.get('error', 'no result')}")
     require_close(float(comparison["logreg"]["mean"]), cv["mean"], "logreg mean (your pipeline)", 1e-4)
     X_train, _, y_train, _ = _split(ctx)
-    hgb = _reference_hgb_scores(int(ctx.params["seed"]), _fingerprint(X_train, y_train), X_train, y_train)
+    hgb = _reference_hgb_scores(_fold_seed(ctx), _fingerprint(X_train, y_train), X_train, y_train)
     reference = "build_pipeline('hgb', seed=seed) on the same folds"
     if abs(float(comparison["hgb"]["mean"]) - float(hgb.mean())) > 1e-4:
         raise Fail(_diagnose_hgb(ctx, float(comparison["hgb"]["mean"]), float(hgb.mean())))
@@ -371,7 +378,7 @@ def _diagnose_hgb(ctx, reported: float, recomputed: float) -> str:
 
     from mlops_kit.classifier import build_pipeline
 
-    seed = int(ctx.params["seed"])
+    seed = _fold_seed(ctx)
     X_train, _, y_train, _ = _split(ctx)
     frame = public_frame(ctx)
     tries = (("5 folds without shuffling (cv=5): not the same folds as exercise 3", X_train, y_train, CV_FOLDS),

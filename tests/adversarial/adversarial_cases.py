@@ -260,8 +260,8 @@ def cheat_cases(other_submission: Path) -> list[Case]:
              numpy.testing.assert_allclose = lambda *args, **kwargs: None
              sklearn.model_selection.cross_val_score = lambda *args, **kwargs: numpy.ones(5)
              """)), score=FULL - 3, output=r"^$",
-             tests={"cv_reproduces": r"^you reported cv_roc_auc_mean = 1\.000000, but recomputing it from your "
-                    r"saved model gives 0\.\d{6}",
+             tests={"cv_reproduces": r"^you reported cv_roc_auc_mean = 1\.000000, but recomputing it from the "
+                    r"same 5 shuffled stratified folds of X_train gives 0\.\d{6}",
                     "families_compared": r"^you reported logreg mean \(your pipeline\) = 1\.000000, but "
                     r"recomputing it from your saved model gives 0\.\d{6}"}),
         Case("override_showtraceback", "IPython's showtraceback silenced so no error shows",
@@ -281,13 +281,12 @@ def cheat_cases(other_submission: Path) -> list[Case]:
              """)), output=STARTER_ERROR, tests={"metrics_reported": MISSING}),
         Case("fake_outputs", "hand-written metrics, predictions, model and results files",
              dump(fake_files), score=1.0, output=STARTER_ERROR,
-             tests={"split_as_asked": r"row numbers differ: did you hard-code the seed",
+             tests={"split_as_asked": r"holds the positions 0\.\.113, not the index labels",
                     "artifact_loads": r"^outputs/model\.skops is not a skops file"}),
         Case("hardcoded_seed", "overriding the grader's seed parameter with seed = 0",
-             dump(with_cell(base, "locked-01", "seed = 0")), score=6.0, output=r"^$",
-             tests={"split_as_asked": r"the seeded split \(seed=17\) gives 114 test rows, and the row numbers "
-                    r"differ", "preprocessing_in_pipeline": r"learned means are not those of the training split",
-                    "cv_reproduces": r"^you reported cv_roc_auc_mean"}),
+             dump(with_cell(base, "locked-01", "seed = 0")), score=FULL - 1, output=r"^$",
+             tests={"split_as_asked": r"the seeded split \(seed=17\) has 114 test rows, and yours are exactly the "
+                    r"test rows of seed=0: the seed is typed in"}),
         Case("edit_delete_locked", "locked cells deleted and edited",
              dump(deleted_edited), score=FULL,
              output=r"^restored 2 locked cell\(s\) you edited: locked-02, locked-14\n"
@@ -307,7 +306,7 @@ def cheat_cases(other_submission: Path) -> list[Case]:
              os.symlink("/etc/passwd", target)
              """)), score=FULL - 3, output=r"^$",
              tests={"metrics_reported": r"^outputs/metrics\.json is \(or passes through\) a symbolic link",
-                    "metrics_agree": r"^skipped: upstream check metrics_reported failed$"}),
+                    "metrics_agree": r"^outputs/metrics\.json is \(or passes through\) a symbolic link"}),
         Case("fifo_metrics", "outputs/metrics.json replaced by a FIFO (reading it would block forever)",
              dump(with_cell(base, "locked-14", """
              import os
@@ -325,7 +324,7 @@ def cheat_cases(other_submission: Path) -> list[Case]:
                  os.symlink(target, os.path.join(output_dir, name))
              os.symlink("/", os.path.join(output_dir, "root"))
              """)), score=1.0, output=r"^$",
-             tests={"artifact_loads": r"^outputs/model\.skops was not found \(or is not a regular file\)$",
+             tests={"artifact_loads": r"^outputs/model\.skops is \(or passes through\) a symbolic link",
                     "split_as_asked": r"^outputs/test_predictions\.csv is \(or passes through\) a symbolic link"}),
         Case("html_injection", "script, rich markup, escape codes and a lone surrogate in messages",
              dump(with_cell(starter(), "locked-02", r"""
