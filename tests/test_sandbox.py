@@ -231,3 +231,20 @@ print("ok")
     assert "ok" in result.stdout, result.stderr
     assert not box.root.exists()
     assert (host_dir / "keep.txt").read_text() == "host file" and (host_dir.stat().st_mode & 0o777) == 0o755
+
+
+def test_cleanup_removes_a_deep_unwritable_tree_without_raising(tmp_path):
+    import os
+
+    from grader.sandbox import Sandbox
+
+    box = Sandbox(isolate=False, root=tmp_path / "job")
+    path = box.mount("work", writable=True)
+    for _ in range(1500):  # deeper than Python's recursion limit
+        path = path / "d"
+        os.mkdir(path)
+    (path / "f").write_text("x")
+    os.chmod(path, 0o500)
+    os.chmod(tmp_path / "job" / "work", 0)
+    box.cleanup()
+    assert not (tmp_path / "job").exists()
