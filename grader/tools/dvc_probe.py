@@ -376,7 +376,7 @@ def inner_main(spec_path: str) -> None:
             if not here.is_file() and there.is_file() and not there.is_symlink():
                 here.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(there, here)
-        repro = dvc("repro", ["repro"])
+        repro = dvc("repro", ["repro", "--no-run-cache"])  # run every stage, even one whose outputs the pull cached
         if (project / "dvc.lock").is_file():  # the hashes of the clean run, before the parameter changes
             shutil.copy(project / "dvc.lock", logs / "repro.lock")
         if repro["rc"] != 0:
@@ -397,7 +397,7 @@ def inner_main(spec_path: str) -> None:
             return
         node[keys[-1]] = spec["value"]
         params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-        dvc("param_change", ["repro"])
+        dvc("param_change", ["repro", "--no-run-cache"])
     except BaseException as err:  # noqa: BLE001
         say({"step": "driver", "error": f"{type(err).__name__}: {err}"[:500]})
     finally:
