@@ -157,6 +157,18 @@ def probe_main(probe, add_arguments=None, not_needed: tuple[str, ...] = ("torch"
 
 
 @functools.lru_cache(maxsize=1)
+def _runtime_under_tmp() -> tuple[str, ...]:
+    """The interpreter's prefixes and the course library, where they lie under /tmp (hidden by a private /tmp)."""
+    import importlib.util
+
+    paths = {sys.prefix, sys.base_prefix, os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    spec = importlib.util.find_spec("mlops_kit")
+    if spec is not None and spec.submodule_search_locations:
+        paths.add(os.path.realpath(list(spec.submodule_search_locations)[0]))
+    return tuple(sorted(p for p in paths if p == "/tmp" or p.startswith("/tmp/")))
+
+
+@functools.lru_cache(maxsize=1)
 def inner_sandbox_available() -> bool:
     """Whether bubblewrap can nest here (a user namespace inside the probe's)."""
     if not shutil.which("bwrap"):
@@ -178,6 +190,8 @@ def inner_command(argv: list[str], writable: list[str], hidden: list[str], share
             "--ro-bind", "/proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     if not share_net:
         args.append("--unshare-net")
+    for path in _runtime_under_tmp():  # a checkout (venv, library) under /tmp stays visible past the new /tmp
+        args += ["--ro-bind", path, path]
     for path in writable:
         args += ["--bind", path, path]
     for path in hidden:
