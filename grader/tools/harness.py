@@ -174,7 +174,9 @@ def inner_sandbox_available() -> bool:
     if not shutil.which("bwrap"):
         return False
     try:
-        done = subprocess.run(inner_command(["true"], [], []), capture_output=True, timeout=10)
+        # this interpreter, not just /bin/true: the one learner code runs with must be reachable one level down
+        done = subprocess.run(inner_command([sys.executable, "-I", "-c", "pass"], [], []), capture_output=True,
+                              timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
