@@ -125,6 +125,11 @@ class _NotNeeded:
         return None
 
 
+def block_imports(names) -> None:
+    """Make the packages `names` unimportable in this process (ModuleNotFoundError, as if not installed)."""
+    sys.meta_path.insert(0, _NotNeeded(tuple(names)))
+
+
 def probe_main(probe, add_arguments=None, not_needed: tuple[str, ...] = ("torch", "rfc3987_syntax")) -> None:
     """Parse the standard arguments, run `probe(args, inputs)`, and write its result (see the module doc).
 
@@ -133,7 +138,7 @@ def probe_main(probe, add_arguments=None, not_needed: tuple[str, ...] = ("torch"
     """
     make_undumpable()
     if not_needed:
-        sys.meta_path.insert(0, _NotNeeded(tuple(not_needed)))
+        block_imports(not_needed)
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", required=True)
     parser.add_argument("--input", required=True)

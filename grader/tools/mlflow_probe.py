@@ -64,23 +64,13 @@ def run(args, inputs) -> dict:
 # --- fast imports -------------------------------------------------------------------------------------
 
 
-class _NoTorch:
-    """Refuse `import torch`: scikit-learn's array-API shim imports it when installed (4 s), nothing here uses it."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError(f"No module named {name!r} (not needed by the probe)", name=name)
-        return None
-
-
 def _skops():
     """skops.io without its import-time walk over every scikit-learn module (`all_estimators`, ~2 s).
 
     That walk only fills skops' list of types trusted by default; this probe trusts explicitly (types
     under TRUSTED_PREFIXES), so an empty default list changes nothing about what loads.
     """
-    if "skops.io" not in sys.modules:
-        sys.meta_path.insert(0, _NoTorch())
+    if "skops.io" not in sys.modules:  # torch is already unimportable here (the harness blocks it)
         import sklearn.utils
 
         sklearn.utils.all_estimators = lambda *args, **kwargs: []

@@ -108,16 +108,6 @@ del _sys
 """
 
 
-class _NotNeeded:
-    def __init__(self, blocked):
-        self.blocked = set(blocked)
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".", 1)[0] in self.blocked:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
 def block_in_kernel(modules: list) -> None:
     """An IPython startup file in the kernel's profile that makes `modules` unimportable there."""
     folder = os.path.join(os.environ.get("IPYTHONDIR", os.path.expanduser("~/.ipython")), "profile_default", "startup")
@@ -141,7 +131,10 @@ def main() -> None:
         block_in_kernel(args.block_imports.split(","))
     # jsonschema (under nbformat) compiles an IRI grammar at import when rfc3987_syntax is installed: 3 s of CPU
     # per notebook, for a format check nbformat never uses; without it, jsonschema skips that format
-    sys.meta_path.insert(0, _NotNeeded(("rfc3987_syntax",)))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
+    from harness import block_imports
+
+    block_imports(("rfc3987_syntax",))
     cap_outputs(args.max_output_bytes)
     import papermill
 
