@@ -4,7 +4,8 @@ result.json).
 Runs inside the sandbox: it must not import the grader. The SQLite file and every artifact are
 learner-written, so they are opened only here. The store is read with the standard library's `sqlite3` on
 a private copy (never through mlflow: its import costs two CPU seconds and it would migrate the file);
-models load with skops trusting only scikit-learn/NumPy/SciPy types. The learner's promotion gate never
+models load with skops only after `skops_guard` admitted every type in them (an explicit list; no
+function, no pickle flavour). The learner's promotion gate never
 runs in this process: each scenario is answered by a fresh process in the inner sandbox (`run_learner`).
 
 Modes:
@@ -26,9 +27,9 @@ import sys
 from pathlib import Path, PurePosixPath
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
+import skops_guard  # noqa: E402
 from harness import inner_sandbox_available, probe_main, run_learner  # noqa: E402
 
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 MAX_DB_BYTES = 200 * 2**20
 RUN_FIELDS_MAX = 200  # runs reported at most
 MAX_RECOMPUTED = 12  # child runs whose models are reloaded and recomputed; beyond, a seeded sample
@@ -67,8 +68,8 @@ def run(args, inputs) -> dict:
 def _skops():
     """skops.io without its import-time walk over every scikit-learn module (`all_estimators`, ~2 s).
 
-    That walk only fills skops' list of types trusted by default; this probe trusts explicitly (types
-    under TRUSTED_PREFIXES), so an empty default list changes nothing about what loads.
+    That walk only fills skops' list of types trusted by default; this probe trusts explicitly (what
+    skops_guard admits), so an empty default list changes nothing about what loads.
     """
     if "skops.io" not in sys.modules:  # torch is already unimportable here (the harness blocks it)
         import sklearn.utils
@@ -207,13 +208,11 @@ def load_logged_model(model: dict, args) -> tuple[object, dict]:
     artifact = (folder / str(flavor.get("pickled_model", "model.skops"))).resolve()
     if folder not in artifact.parents or os.path.islink(artifact) or not artifact.is_file():
         raise ProbeError(f"model {model_id}: its skops file is missing")
-    sio = _skops()
-    untrusted = sio.get_untrusted_types(file=artifact)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-    if refused:
-        raise ProbeError(f"model {model_id} holds types outside scikit-learn/NumPy/SciPy, refused: {refused[:5]}")
     facts["artifact"] = artifact.relative_to(Path(args.work).resolve()).as_posix()
-    return sio.load(artifact, trusted=untrusted), facts
+    try:
+        return skops_guard.load(artifact, _skops()), facts
+    except skops_guard.Refused as err:
+        raise ProbeError(f"model {model_id} was refused: {err}") from None
 
 
 def _final_params(model) -> dict:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
 from harness import probe_main  # noqa: E402
-
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+from skops_guard import Refused, load  # noqa: E402
 
 
 def describe_steps(model) -> list:
@@ -47,15 +46,12 @@ def run(args, inputs) -> dict:
     artifact = Path(args.work) / args.artifact
     if os.path.islink(artifact) or not artifact.is_file():
         return {"error": f"{args.artifact} was not found (or is not a regular file)"}
-    try:
-        untrusted = sio.get_untrusted_types(file=artifact)
-    except Exception as err:
-        return {"error": f"{args.artifact} is not a skops file: {type(err).__name__}: {err}"[:500]}
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-    if refused:
-        return {"error": f"{args.artifact} contains types outside scikit-learn/NumPy/SciPy, refused: {refused[:5]}"}
-    try:
-        model = sio.load(artifact, trusted=untrusted)
+    try:  # every type in the file checked against an explicit list before skops loads anything
+        model = load(artifact, sio)
+    except Refused as err:
+        text = str(err)
+        return {"error": (f"{args.artifact} is {text}" if text.startswith("not a skops") else
+                          f"{args.artifact} was refused: {text}")[:500]}
     except Exception as err:
         return {"error": f"{args.artifact} could not be loaded: {type(err).__name__}: {err}"[:500]}
     result = {"class": f"{type(model).__module__}.{type(model).__qualname__}",
