@@ -59,6 +59,27 @@ CASES = [
          expect={"sweep_logged": "failed", "params_match_model": "partial"},
          says={"sweep_logged": r"only 1 different model", "params_match_model": r"5 of 6 .*C logged"},
          fix="Build, fit and log a new pipeline with each candidate's own hyperparameters."),
+    Case("relabelled_one_model", "fitted one pipeline once, then set each candidate's C on it (without refitting) "
+         "and logged it six times, with an honest CV of each setting",
+         edits=(answer(SWEEP, '''
+                from mlops_kit.classifier import cross_validate_auc, evaluate
+
+                pipeline = build_pipeline("logreg", seed=seed).fit(X_train, y_train)
+                with mlflow.start_run(run_name="sweep") as parent:
+                    for C in (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0):
+                        with mlflow.start_run(run_name=f"logreg-C={C}", nested=True):
+                            pipeline.set_params(model__C=C)
+                            cv = cross_validate_auc(pipeline, X_train, y_train, folds=3, seed=seed)
+                            mlflow.log_params({"C": C})
+                            mlflow.log_metrics({"cv_roc_auc": cv["mean"], **evaluate(pipeline, X_test, y_test)})
+                            mlflow.set_tags(tags)
+                            log_sklearn_model(pipeline, X_train)
+                parent_run_id = parent.info.run_id
+                '''),),
+         expect={"sweep_logged": "failed", "fitted_on_train": "partial"},
+         says={"sweep_logged": r"only 1 different model.*share one model \(the same predictions on every test row\)",
+               "fitted_on_train": r"5 of 6 .*predicts differently"},
+         fix="Fit each candidate after setting its hyperparameters: a model relabelled after fitting is the same model."),
     Case("nan_run_logged", "caught a failing candidate and logged it anyway, with NaN metrics, beside the good ones",
          edits=(replace(SWEEP, '''    for kind, params in grid:
         log_candidate(build_pipeline(kind, seed=seed), params, X_train, y_train, X_test, y_test, tags,

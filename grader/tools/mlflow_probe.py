@@ -46,6 +46,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output-dir", default="outputs")
     parser.add_argument("--experiment", default="")
     parser.add_argument("--named-run", default="", help="a run that is always among the recomputed ones")
+    parser.add_argument("--sample-seed", default="", help="the grader's secret draw of which runs to recompute")
     parser.add_argument("--model-name", default="")
     parser.add_argument("--gate-file", default="")
     parser.add_argument("--cv-folds", type=int, default=3)
@@ -248,14 +249,15 @@ def tracking(args, inputs) -> dict:
 
 
 def _sample(children: list, args) -> list:
-    """Every child, or the named run plus a sample seeded by the run ids (a learner cannot know which)."""
+    """Every child, or the named run plus a sample seeded by the grader's secret draw (`--sample-seed`, which
+    the learner cannot know) and the run ids; without a draw (a self-check), by the run ids alone."""
     if len(children) <= MAX_RECOMPUTED:
         return children
     import random
 
     named = [r for r in children if r["run_id"] == args.named_run]
     rest = sorted((r for r in children if r["run_id"] != args.named_run), key=lambda r: r["run_id"])
-    rng = random.Random("".join(r["run_id"] for r in rest))
+    rng = random.Random(str(args.sample_seed) + "".join(r["run_id"] for r in rest))
     return named + rng.sample(rest, MAX_RECOMPUTED - len(named))
 
 
@@ -286,9 +288,28 @@ def _recompute(record: dict, args, inputs) -> dict:
         return facts
     facts["roc_auc"] = float(roc_auc_score(y_test, proba))
     facts["fingerprint"] = [round(float(p), 6) for p in proba[:20]]
+    facts["predictions_sha256"] = _digest(np.round(np.asarray(proba, dtype=float), 9).tobytes())
+    facts["artifact_sha256"] = _file_digest(Path(args.work) / facts["artifact"])
     facts["cv"] = _cross_validate(model, X_train, y_train, args)
     facts["fitted_on"] = _fitted_on(model, proba, X_train, y_train, X_test, y_test, np)
     return facts
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    """The artifact's own bytes, hashed: the same file logged under two runs is one model."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _cross_validate(model, X, y, args) -> dict:
