@@ -22,6 +22,7 @@ class Lab:
     lesson: str  # the curriculum notebook it follows, e.g. "curriculum/03_classifier.ipynb"
     seed: int = 0  # the grading seed: differs from the notebook's default, so a hard-coded seed shows
     timeout: int = 300  # wall-clock seconds for executing the whole notebook at grading
+    budget: int = 420  # wall-clock seconds for the whole submission: the notebook and all its probes
     cell_timeout: int = 120  # wall-clock seconds for one cell
     memory_bytes: int = 3 * 2**30  # memory of the whole execution job
     disk_bytes: int = 2 * 2**30  # what the execution job may write

@@ -113,8 +113,6 @@ def _probe(ctx, fold_seed: int | None = None) -> dict:
     X_train, X_test, y_train, _ = _split(ctx)
     inputs = {"X_test": X_test.to_numpy(), "columns": np.array(list(X_test.columns)),
               "train_features": X_train.to_numpy(), "train_labels": y_train.to_numpy()}
-    if "holdout" in ctx.hidden:
-        inputs["X_holdout"] = ctx.hidden["holdout"].drop(columns="target").to_numpy()
     seed = int(ctx.params["seed"]) if fold_seed is None else fold_seed
     return ctx.probe("sklearn_model", inputs, args=("--artifact", ctx.output(ARTIFACT), "--cv-folds",
                                                     str(CV_FOLDS), "--cv-seed", str(seed)),
@@ -326,7 +324,13 @@ def holdout_auc(ctx):
 
     if "holdout" not in ctx.hidden:
         raise Fail("the hidden holdout is only available at grading")
-    proba = np.asarray(_probe(ctx)["proba"].get("holdout", []))
+    features = ctx.hidden["holdout"].drop(columns="target")
+    # a probe of its own: what the model does on hidden rows never shares a result with a visible check
+    result = ctx.probe("sklearn_model", {"X_holdout": features.to_numpy(), "columns": np.array(list(features.columns))},
+                       args=("--artifact", ctx.output(ARTIFACT)), needs=(ctx.output(ARTIFACT),), secret=True)
+    if "proba_error" in result:
+        raise Fail(f"the model cannot predict the hidden holdout: {result['proba_error']}")
+    proba = np.asarray(result["proba"].get("holdout", []))
     auc = roc_auc_score(ctx.hidden["holdout"]["target"].to_numpy(), proba)
     if auc < HOLDOUT_AUC:
         if auc >= HOLDOUT_AUC - 0.05:

@@ -485,7 +485,7 @@ def holdout_confirms(ctx):
     holdout = ctx.hidden["holdout"]
     features = holdout.drop(columns="target")
     result = ctx.probe("sklearn_model", {"X_holdout": features.to_numpy(), "columns": np.array(list(features.columns))},
-                       args=("--artifact", model["artifact"]))
+                       args=("--artifact", model["artifact"]), secret=True)
     if "proba_error" in result:
         raise Fail(f"the best model cannot predict the holdout: {result['proba_error']}")
     auc = float(roc_auc_score(holdout["target"].to_numpy(), np.asarray(result["proba"]["holdout"])))

@@ -24,11 +24,12 @@ import os
 import shutil
 import sqlite3
 import sys
+import time
 from pathlib import Path, PurePosixPath
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
 import skops_guard  # noqa: E402
-from harness import inner_sandbox_available, probe_main, run_learner  # noqa: E402
+from harness import inner_sandbox_available, probe_main, run_learner, sibling_limit  # noqa: E402
 
 MAX_DB_BYTES = 200 * 2**20
 RUN_FIELDS_MAX = 200  # runs reported at most
@@ -445,16 +446,21 @@ def gate(args, inputs) -> dict:
     hidden = [str(Path(args.out).resolve()), str(Path(args.input).resolve())]
 
     stalled = []  # once one scenario runs out of time, the rest are not asked (the probe's own time is bounded)
+    took: list[float] = []  # seconds of each answered scenario: a stalling one is cut off relative to its siblings
 
     def ask(scenario) -> dict:
         if stalled:
             return {"stage": "decide", "error": "not asked: an earlier scenario ran out of time"}
+        limit = sibling_limit(took, GATE_SECONDS)
+        started = time.monotonic()
         done = run_learner([sys.executable, "-I", "-c", GATE_CHILD, str(path.resolve())], cwd=str(path.parent),
-                           env=env, timeout=GATE_SECONDS, writable=[], hidden=hidden, share_net=False,
+                           env=env, timeout=limit, writable=[], hidden=hidden, share_net=False,
                            stdin=json.dumps(scenario).encode())
         if done["timed_out"]:
             stalled.append(True)
-            return {"stage": "decide", "error": f"it took over {GATE_SECONDS} s"}
+            return {"stage": "decide", "error": f"it took over {limit:.1f} s (the other scenarios took at most "
+                    f"{max(took, default=0):.1f} s each)" if limit < GATE_SECONDS else f"it took over {GATE_SECONDS} s"}
+        took.append(time.monotonic() - started)
         marked = [line for line in done["stdout"].splitlines() if line.startswith(GATE_MARK)]
         if not marked:
             tail = (done["stderr"].strip().splitlines() or [f"exit status {done['exit']}"])[-1]
