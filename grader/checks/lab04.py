@@ -24,6 +24,7 @@ from grader.checks.common import Checks, Fail, Partial, require_keys, require_nu
 from grader.labs import Lab
 from grader.launch import GraderTimeout, starved
 from grader.sandbox import Limits
+from grader.secret import seed_for
 
 LAB = Lab(
     id="04_data_pipeline",
@@ -80,7 +81,8 @@ def prepare(work: Path) -> tuple[dict, dict]:
     (work / "data").mkdir(parents=True, exist_ok=True)
     data_path = "data/breast_cancer_04.csv"
     public.to_csv(work / data_path, index=False)
-    rng = np.random.default_rng(LAB.seed)
+    # what is broken, and where, follows from the installation's secret (grader/secret.py), not from a public seed
+    rng = np.random.default_rng(seed_for(LAB.id, "corrupted-csv"))
     features = [c for c in public.columns if c != "target"]
     missing, nulls, out_of_range = rng.choice(features, size=3, replace=False)
     corrupted = public.drop(columns=[missing])

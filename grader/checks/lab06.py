@@ -12,6 +12,7 @@ import numpy as np
 
 from grader.checks.common import Checks, Fail, Partial, require_keys, seeded_split, write_dvc_pointer
 from grader.labs import Lab
+from grader.secret import seed_for
 
 LAB = Lab(
     id="06_registry",
@@ -49,30 +50,165 @@ VISIBLE_SCENARIOS = (
     ("a better challenger that passes every test", {"roc_auc": 0.95}, {"roc_auc": 0.97}, _PASS, True),
     ("a worse challenger that passes every test", {"roc_auc": 0.97}, {"roc_auc": 0.95}, _PASS, False),
 )
-HIDDEN_BLOCK = (
-    ("a much worse challenger", {"roc_auc": 0.991, "accuracy": 0.96}, {"roc_auc": 0.802, "accuracy": 0.75}, _PASS),
-    ("a tie on roc_auc", {"roc_auc": 0.9812}, {"roc_auc": 0.9812}, _PASS),
-    ("a better challenger failing invariance", {"roc_auc": 0.93}, {"roc_auc": 0.99}, {**_PASS, "invariance": False}),
-    ("a better challenger failing the directional test", {"roc_auc": 0.93}, {"roc_auc": 0.99},
-     {**_PASS, "directional": False}),
-    ("a better challenger failing minimum functionality", {"roc_auc": 0.93}, {"roc_auc": 0.99},
-     {**_PASS, "minimum_functionality": False}),
-    ("a better challenger whose directional result is missing", {"roc_auc": 0.93}, {"roc_auc": 0.99},
-     {"minimum_functionality": True, "invariance": True}),
-    ("a better challenger with no behavioural results at all", {"roc_auc": 0.93}, {"roc_auc": 0.99}, {}),
-    ("a challenger whose roc_auc is NaN", {"roc_auc": 0.93}, {"roc_auc": float("nan")}, _PASS),
-    ("a better challenger whose invariance result is None", {"roc_auc": 0.93}, {"roc_auc": 0.99},
-     {**_PASS, "invariance": None}),
-    ("a challenger that logged no roc_auc", {"roc_auc": 0.93}, {"accuracy": 0.99}, _PASS),
-    ("no champion, but a challenger failing a test", None, {"roc_auc": 0.99}, {**_PASS, "directional": False}),
+# The hidden scenarios are drawn, not listed. Each kind below is one rule of the gate (what it tests and the
+# answer it aims at); the metrics, margins, extra metrics and tests, the test that fails and the order of
+# keys are drawn from the grading installation's secret (grader/secret.py): fixed for a regrade, unknown to
+# anyone who reads this file. The answer graded is always _rule(...) of the drawn instance.
+EXTRA_METRICS = ("accuracy", "f1", "precision", "recall", "cv_roc_auc", "log_loss")
+EXTRA_TESTS = ("calibration", "fairness", "robustness", "slice_accuracy", "latency")
+SCENARIO_DIGITS = (4, 5, 6, None)  # roc_auc values as runs log them: rounded, or a full float
+
+
+def _roc(metrics):
+    value = (metrics or {}).get("roc_auc")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _rule(champion, challenger, behaviour) -> bool:
+    """The lab's four rules: every required test present and True, then a strictly higher, finite roc_auc
+    (a passing challenger with a finite roc_auc wins when there is no champion)."""
+    if not isinstance(behaviour, dict) or any(behaviour.get(t) is not True for t in REQUIRED_TESTS):
+        return False
+    new = _roc(challenger)
+    if new is None:
+        return False
+    if champion is None:
+        return True
+    old = _roc(champion)
+    return old is not None and new > old
+
+
+def _auc(rng: random.Random, low: float, high: float) -> float:
+    digits = rng.choice(SCENARIO_DIGITS)
+    value = rng.uniform(low, high)
+    return value if digits is None else round(value, digits)
+
+
+def _metrics(rng: random.Random, auc: float | None, extras: int | None = None) -> dict:
+    """A run's metrics: roc_auc (unless None) among extra metrics, in a random order."""
+    count = rng.randint(0, 3) if extras is None else extras
+    items = [(k, _auc(rng, 0.05, 0.6) if k == "log_loss" else _auc(rng, 0.6, 0.999))
+             for k in rng.sample(EXTRA_METRICS, count)]
+    if auc is not None:
+        items.insert(rng.randint(0, len(items)), ("roc_auc", auc))
+    return dict(items)
+
+
+def _behaviour(rng: random.Random, changed: dict | None = None, drop: tuple = (), extras: int | None = None) -> dict:
+    """Behavioural results: the required tests True unless changed or dropped, maybe extra passing tests."""
+    results = {t: True for t in REQUIRED_TESTS if t not in drop} | (changed or {})
+    count = (rng.randint(1, 2) if rng.random() < 0.3 else 0) if extras is None else extras
+    items = list(results.items()) + [(t, True) for t in rng.sample(EXTRA_TESTS, count)]
+    rng.shuffle(items)
+    return dict(items)
+
+
+def _pair(rng: random.Random, gain_low: float, gain_high: float, low: float = 0.8, high: float = 0.97):
+    """Champion and challenger metrics, the challenger's roc_auc higher by a drawn margin."""
+    old = _auc(rng, low, high)
+    new = old + rng.uniform(gain_low, min(gain_high, 0.999 - old))  # below 1: a real run's roc_auc
+    return _metrics(rng, old), _metrics(rng, new if rng.random() < 0.5 else round(new, 4))
+
+
+def _named(test: str) -> str:
+    return test.replace("_", " ")
+
+
+def _much_worse(rng):
+    old = _auc(rng, 0.9, 0.995)
+    return "a much worse challenger", _metrics(rng, old), _metrics(rng, old - rng.uniform(0.05, 0.25)), \
+        _behaviour(rng)
+
+
+def _tie(rng):
+    auc = _auc(rng, 0.75, 0.995)
+    return "a tie on roc_auc", _metrics(rng, auc), _metrics(rng, auc), _behaviour(rng)
+
+
+def _failing(test):
+    def draw(rng):
+        return (f"a better challenger failing the {_named(test)} test", *_pair(rng, 0.005, 0.05),
+                _behaviour(rng, {test: False}))
+    return draw
+
+
+def _missing(rng):
+    test = rng.choice(REQUIRED_TESTS)
+    return (f"a better challenger whose {_named(test)} result is missing", *_pair(rng, 0.005, 0.05),
+            _behaviour(rng, drop=(test,)))
+
+
+def _no_results(rng):
+    return "a better challenger with no behavioural results at all", *_pair(rng, 0.005, 0.05), {}
+
+
+def _nan(rng):
+    return ("a challenger whose roc_auc is NaN", _metrics(rng, _auc(rng, 0.7, 0.99)),
+            _metrics(rng, float("nan")), _behaviour(rng))
+
+
+def _none_result(rng):
+    test = rng.choice(REQUIRED_TESTS)
+    return (f"a better challenger whose {_named(test)} result is None", *_pair(rng, 0.005, 0.05),
+            _behaviour(rng, {test: None}))
+
+
+def _no_roc_auc(rng):
+    return ("a challenger that logged no roc_auc", _metrics(rng, _auc(rng, 0.7, 0.95)),
+            _metrics(rng, None, extras=rng.randint(1, 3)), _behaviour(rng))
+
+
+def _no_champion_failing(rng):
+    test = rng.choice(REQUIRED_TESTS)
+    return (f"no champion, but a challenger failing the {_named(test)} test", None,
+            _metrics(rng, _auc(rng, 0.85, 0.999)), _behaviour(rng, {test: False}))
+
+
+def _clearly_better(rng):
+    return "a clearly better challenger that passes", *_pair(rng, 0.02, 0.15, 0.75, 0.9), _behaviour(rng)
+
+
+def _tiny_margin(rng):
+    old = _auc(rng, 0.9, 0.99)
+    new = old + 10 ** rng.uniform(-6, -3.5)
+    return "a challenger better by a tiny margin that passes", _metrics(rng, old), _metrics(rng, new), _behaviour(rng)
+
+
+def _first_champion(rng):
+    return "no champion yet, a passing challenger", None, _metrics(rng, _auc(rng, 0.6, 0.999)), _behaviour(rng)
+
+
+def _extra_tests(rng):
+    return ("a better challenger passing extra tests too", *_pair(rng, 0.005, 0.05),
+            _behaviour(rng, extras=rng.randint(1, 3)))
+
+
+# (draw, the answer it aims at), in the order the hidden checks report them
+SCENARIO_KINDS = (
+    (_much_worse, False), (_tie, False), *((_failing(t), False) for t in ("invariance", "directional",
+                                                                          "minimum_functionality")),
+    (_missing, False), (_no_results, False), (_nan, False), (_none_result, False), (_no_roc_auc, False),
+    (_no_champion_failing, False),
+    (_clearly_better, True), (_tiny_margin, True), (_first_champion, True), (_extra_tests, True),
 )
-HIDDEN_PROMOTE = (
-    ("a clearly better challenger that passes", {"roc_auc": 0.90, "accuracy": 0.88}, {"roc_auc": 0.97}, _PASS),
-    ("a challenger better by 0.0001 that passes", {"roc_auc": 0.9900}, {"roc_auc": 0.9901}, _PASS),
-    ("no champion yet, a passing challenger", None, {"roc_auc": 0.95}, _PASS),
-    ("a better challenger passing extra tests too", {"roc_auc": 0.95}, {"roc_auc": 0.96},
-     {**_PASS, "calibration": True}),
-)
+
+
+def draw_scenarios(seed: int) -> list[tuple]:
+    """One instance of every kind: (description, champion, challenger, behaviour, the rule's answer)."""
+    rng = random.Random(seed)
+    visible = [s[1:4] for s in VISIBLE_SCENARIOS]
+    drawn = []
+    for draw, aim in SCENARIO_KINDS:
+        for _ in range(100):
+            description, champion, challenger, behaviour = draw(rng)
+            if _rule(champion, challenger, behaviour) is aim and [champion, challenger, behaviour] not in visible:
+                break
+        else:  # pragma: no cover - a kind whose draws miss its aim is a bug in the kind
+            raise RuntimeError(f"the scenario kind {description!r} drew no instance with the answer {aim}")
+        drawn.append((description, champion, challenger, behaviour, _rule(champion, challenger, behaviour)))
+    return drawn
 
 
 # words that say nothing about *this* model: filler if a section holds little else
@@ -80,11 +216,6 @@ STOPWORDS = frozenset("""a about above after all also an and any are as at be be
 from has have here if in into is it its may might more most must no not of on or our such than that the their them
 then there these this those to under was we were what when which while who will with would you your model models
 section sections describes description information details text write written here use used using""".split())
-
-
-def _gate_scenarios() -> list[tuple]:
-    """The hidden scenarios with their right answer: (description, champion, challenger, behaviour, promote?)."""
-    return [(*s, False) for s in HIDDEN_BLOCK] + [(*s, True) for s in HIDDEN_PROMOTE]
 
 
 def prepare(work: Path) -> tuple[dict, dict]:
@@ -97,7 +228,8 @@ def prepare(work: Path) -> tuple[dict, dict]:
     frame.to_csv(csv, index=False)
     md5 = write_dvc_pointer(csv)
     params = {"seed": LAB.seed, "data_path": DATA, "output_dir": "outputs"}
-    return params, {"public": frame, "md5": md5, "gate_scenarios": _gate_scenarios()}
+    scenarios = draw_scenarios(seed_for(LAB.id, "gate-scenarios"))
+    return params, {"public": frame, "md5": md5, "gate_scenarios": scenarios}
 
 
 def _split(ctx):
