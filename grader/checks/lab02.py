@@ -233,9 +233,11 @@ def project_metadata(ctx):
             hint="Run check_quality(project, 'bcdata', fix=True) and fix what remains; noqa comments are ignored.")
 def lint_clean(ctx):
     """ruff finds nothing in the project with the course's settings (RUFF_ARGS; project config ignored)."""
-    ruff = _step(_probe(ctx, needs_cli=True), "ruff")
+    result = _probe(ctx, needs_cli=True)
+    ruff = _step(result, "ruff")
     if ruff.get("returncode") != 0:
-        raise Fail(f"ruff check (course settings) reported problems, expected none:\n{_tail(ruff.get('output'))}")
+        raise Fail(f"ruff check (course settings) reported problems, expected none{_relaxed(result, 'ruff')}:\n"
+                   f"{_tail(ruff.get('output'))}")
 
 
 @CHECKS.add(points=1, section="2.5 Two quality gates: ruff and mypy",
@@ -244,13 +246,22 @@ def types_clean(ctx):
     """mypy finds no error in src/bcdata with the course's settings (MYPY_ARGS), without silencing comments."""
     result = _probe(ctx, needs_cli=True)
     mypy = _step(result, "mypy")
+    silenced = [s for s in result.get("silenced", []) if re.search(r"#\s*(type:\s*ignore|mypy:)", s, re.I)]
+    switched = [*silenced, *result.get("stubs", [])]
+    taken = (" once the grader took out what switches it off (" + "; ".join(switched[:3]) + ")") if switched else ""
     if mypy.get("returncode") != 0:
-        raise Fail(f"mypy (course settings) reported errors in src/{PACKAGE}, expected none:\n"
-                   f"{_tail(mypy.get('output'))}")
-    silenced = [s for s in result.get("silenced", []) if "type" in s.lower() or "mypy" in s.lower()]
-    if silenced:
-        return Partial(0.5, "mypy passes, but only with comments that switch it off; fix the types instead: "
-                       + "; ".join(silenced[:3]))
+        raise Fail(f"mypy (course settings) reported errors in src/{PACKAGE}{taken}, expected none"
+                   f"{_relaxed(result, 'mypy')}:\n{_tail(mypy.get('output'))}")
+    if switched:
+        raise Fail("your code switches mypy off where the lab asks for it to pass: " + "; ".join(switched[:4])
+                   + ": remove these (the grader checks the code without them) and fix the types instead")
+
+
+def _relaxed(result: dict, tool: str) -> str:
+    """A note naming the project's own settings for `tool`, which the grader does not use."""
+    mine = [c for c in result.get("configs", []) if tool in c.lower() or (tool == "ruff" and "flake8" in c)]
+    return f" (your project's {tool} settings are not used, the course's rules apply: {'; '.join(mine[:2])})" \
+        if mine else ""
 
 
 @CHECKS.add(points=1, section="2.3 Build, install and run it — offline",

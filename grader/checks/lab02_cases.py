@@ -1,6 +1,6 @@
 """Lab 02's wrong-answer cases: mistakes learners make packaging week 1, and the verdict each must get."""
 
-from grader.cases import Case, replace
+from grader.cases import Case, add_cell, replace
 
 CASES = [
     Case(
@@ -125,3 +125,55 @@ CASES.append(Case(
     says={"installs_and_helps": r"'source' does not exist", "project_metadata": r"where should be"},
     fix='where = ["src"]: the package lives in src/bcdata.',
 ))
+
+# Quality gates switched off from inside the project: the grader runs ruff and mypy with the course's rules on
+# the code itself, so none of these helps, and each is named (issue 9, item 14).
+STUB = '''
+(project / "src" / "bcdata" / "cli.pyi").write_text(\'\'\'\\
+from pathlib import Path
+
+import typer
+
+app: typer.Typer
+
+
+def summary(csv: Path) -> None: ...
+
+
+def split(csv: Path, seed: int = ..., out: Path = ..., test_size: float = ...) -> None: ...
+\'\'\')
+'''
+CASES += [
+    Case(
+        "config_relaxes_the_gates",
+        "silenced the failing rules in pyproject.toml ([tool.ruff] ignores F401, [tool.mypy] ignore_errors) instead "
+        "of fixing the code",
+        edits=(replace("answer-04", '[tool.setuptools.packages.find]\nwhere = ["src"]\n',
+                       '[tool.setuptools.packages.find]\nwhere = ["src"]\n\n[tool.ruff.lint]\nignore = ["F401"]\n\n'
+                       '[tool.mypy]\nignore_errors = true\ndisallow_untyped_defs = false\n'),
+               replace("answer-07", "import json\nfrom pathlib", "import json\nimport os\nfrom pathlib"),
+               replace("answer-07", "def summary(csv: Path) -> None:", "def summary(csv: Path):")),
+        expect={"lint_clean": "failed", "types_clean": "failed"},
+        says={"lint_clean": r"settings are not used.*\[tool\.ruff\]",
+              "types_clean": r"settings are not used.*\[tool\.mypy\].*ignore_errors"},
+        fix="Fix what ruff and mypy report: the grader runs them with the course's rules, never the project's.",
+    ),
+    Case(
+        "mypy_ignore_errors_header",
+        "put `# mypy: ignore-errors` at the top of cli.py so that mypy stops complaining",
+        edits=(replace("answer-07", '"""The bcdata command:', '# mypy: ignore-errors\n"""The bcdata command:'),
+               replace("answer-07", "def summary(csv: Path) -> None:", "def summary(csv: Path):")),
+        expect={"types_clean": "failed"},
+        says={"types_clean": r"took out what switches it off \(src/bcdata/cli\.py:1: # mypy: ignore-errors\)"},
+        fix="Annotate the function; a comment that switches mypy off hides the error, it does not fix it.",
+    ),
+    Case(
+        "stub_shadows_module",
+        "wrote a typed cli.pyi stub beside an unannotated cli.py, so mypy reads the stub instead of the code",
+        edits=(replace("answer-07", "def summary(csv: Path) -> None:", "def summary(csv: Path):"),
+               add_cell("locked-09", STUB)),
+        expect={"types_clean": "failed"},
+        says={"types_clean": r"src/bcdata/cli\.pyi: a stub, which mypy checks instead of cli\.py"},
+        fix="Annotate cli.py itself: mypy must check the code that runs, not a stub beside it.",
+    ),
+]

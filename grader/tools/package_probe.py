@@ -5,7 +5,11 @@ Runs inside the sandbox: it must not import the grader. The work dir is read-onl
 copied into a private scratch directory. Then, each step recorded whatever happens to the others:
 1. `python -m ruff check --isolated <ruff args> .` (the learner's own ruff/mypy settings are ignored:
    everyone is judged by the same rules, passed in by the check);
-2. `python -m mypy --config-file <empty> <mypy args> src/<package>`;
+2. `python -m mypy --config-file <empty> <mypy args> src/<package>`, on a copy of the package from which
+   what switches mypy off is taken out (`# type: ignore` and `# mypy:` comments blanked, `.pyi` stubs that
+   would be checked instead of the code removed): mypy judges the code itself. What was taken out, and
+   project settings that try to relax either tool (`[tool.ruff]`, `[tool.mypy]`, ruff.toml, mypy.ini,
+   setup.cfg), are reported (`silenced`, `stubs`, `configs`) for the grader to name;
 3. `python -m pip install --no-deps --no-build-isolation --no-index --target SCRATCH/site PROJECT`: an offline
    build with the build backend already installed in the course environment (setuptools);
 4. the installed console script, with only SCRATCH/site added to the path: `--help`, `summary CSV`,
@@ -33,6 +37,7 @@ from harness import probe_main, run_learner  # noqa: E402
 MAX_FILES, MAX_BYTES = 500, 5 * 2**20  # a package is small; refuse to copy anything bigger
 TAIL = 4000  # characters of each command's output kept
 SILENCERS = re.compile(r"#\s*(type:\s*ignore|mypy:|noqa|ruff:\s*noqa)", re.IGNORECASE)
+MYPY_SILENCERS = re.compile(r"#\s*(type:\s*ignore|mypy:)", re.IGNORECASE)
 SKIP_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", "build", "dist", ".git", ".venv"}
 
 
@@ -56,7 +61,7 @@ def run(args, inputs) -> dict:
     problem = copy_project(source, project)
     if problem:
         return {"error": problem}
-    result: dict = {"silenced": silencers(project)}
+    result: dict = {"silenced": silencers(project), "stubs": stubs(project), "configs": configs(project)}
     env = clean_env(scratch)
     result["ruff"] = command([sys.executable, "-m", "ruff", "check", "--isolated", "--no-fix",
                               "--cache-dir", str(out / ".ruff_cache"), *json.loads(args.ruff_args), "."],
@@ -65,9 +70,12 @@ def run(args, inputs) -> dict:
     empty.write_text("[mypy]\n")
     target = project / "src" / args.package
     if target.is_dir():
+        typed = scratch / "typecheck"  # the package without what switches mypy off
+        shutil.copytree(target, typed / "src" / args.package)
+        unsilence(typed / "src" / args.package)
         result["mypy"] = command([sys.executable, "-m", "mypy", "--config-file", str(empty), "--cache-dir",
                                   str(out / ".mypy_cache"), *json.loads(args.mypy_args), f"src/{args.package}"],
-                                 cwd=project, env=env, timeout=120)
+                                 cwd=typed, env=env, timeout=120)
     else:
         result["mypy"] = {"returncode": None, "output": f"src/{args.package} is not a directory"}
     hidden = [str(out.resolve()), str(Path(args.input).resolve())]
@@ -143,6 +151,81 @@ def silencers(project: Path) -> list[str]:
             if SILENCERS.search(line):
                 found.append(f"{path.relative_to(project)}:{number}: {line.strip()[:120]}")
     return found[:50]
+
+
+def stubs(project: Path) -> list[str]:
+    """Type stubs in the project's src/ (mypy checks a `.pyi` instead of the `.py` beside it), `*-stubs`
+    packages, and a `py.typed` that declares the package a partial stub package."""
+    found = []
+    src = project / "src"
+    for path in sorted(src.rglob("*")) if src.is_dir() else []:
+        rel = path.relative_to(project)
+        if path.suffix == ".pyi":
+            twin = path.with_suffix(".py")
+            found.append(f"{rel}: a stub, which mypy checks instead of {twin.name}" if twin.exists()
+                         else f"{rel}: a stub file (mypy reads it, not code)")
+        elif path.is_dir() and path.name.endswith("-stubs"):
+            found.append(f"{rel}: a stub package")
+        elif path.name == "py.typed" and "partial" in path.read_text(errors="replace")[:200]:
+            found.append(f"{rel}: declares a partial stub package")
+    return found[:20]
+
+
+def configs(project: Path) -> list[str]:
+    """Project settings that try to relax ruff or mypy (the grader runs both with its own settings)."""
+    import tomllib
+
+    found = []
+    pyproject = project / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            tool = tomllib.loads(pyproject.read_text(errors="replace")).get("tool", {})
+        except (tomllib.TOMLDecodeError, RecursionError):
+            tool = {}
+        for name in ("ruff", "mypy"):
+            section = tool.get(name) if isinstance(tool, dict) else None
+            if section:
+                found.append(f"pyproject.toml [tool.{name}]: {_short(section)}")
+    for name in ("ruff.toml", ".ruff.toml", "mypy.ini", ".mypy.ini"):
+        path = project / name
+        if path.is_file():
+            found.append(f"{name}: {path.read_text(errors='replace')[:150].strip()!r}")
+    for name in ("setup.cfg", "tox.ini"):
+        path = project / name
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        sections = re.findall(r"^\[(mypy[^\]]*|flake8|ruff[^\]]*)\]", text, re.MULTILINE)
+        if sections:
+            found.append(f"{name}: [{'], ['.join(sections[:3])}]")
+    return found[:10]
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= 150 else text[:150] + " …"
+
+
+def unsilence(package: Path) -> None:
+    """Blank every `# type: ignore` / `# mypy:` comment (tokens, never strings) and remove `.pyi` stubs."""
+    import io
+    import tokenize
+
+    for path in list(package.rglob("*")):
+        if path.suffix == ".pyi" or (path.is_file() and path.name == "py.typed"):
+            path.unlink()
+        elif path.suffix == ".py" and path.is_file():
+            source = path.read_text(errors="replace")
+            lines = source.splitlines(keepends=True)
+            try:
+                comments = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                            if t.type == tokenize.COMMENT and MYPY_SILENCERS.search(t.string)]
+            except (tokenize.TokenError, SyntaxError):
+                continue  # mypy reports the syntax error itself
+            for token in reversed(comments):
+                row, col = token.start
+                line = lines[row - 1]
+                lines[row - 1] = line[:col] + "#" + line[col + len(token.string):]
+            if comments:
+                path.write_text("".join(lines))
 
 
 def entry_points(site: Path) -> str:
