@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import stat
 from pathlib import Path
 
 MAX_JSON_BYTES = 5 * 2**20
+MAX_JSON_DEPTH = 100
 
 
 class CollectError(Exception):
@@ -64,11 +64,18 @@ def exists(root: Path, relative: str) -> bool:
 
 
 def read_json(root: Path, relative: str, max_bytes: int = MAX_JSON_BYTES) -> object:
+    from grader.bounded import BoundedError, load_json
+
     data = safe_open_bytes(root, relative, max_bytes)
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
         raise CollectError(f"{relative} is not valid JSON: {err}") from None
+    try:  # nesting depth bounded too: the values are compared, walked and quoted in this process
+        return load_json(text, name=relative, max_bytes=max_bytes, max_depth=MAX_JSON_DEPTH,
+                         parse_constant=_reject_constant)
+    except BoundedError as err:
+        raise CollectError(str(err)) from None
 
 
 def read_text(root: Path, relative: str, max_bytes: int = MAX_JSON_BYTES) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from grader.launch import GraderTimeout, launch, starved
@@ -110,7 +111,29 @@ def _describe_error(status: dict, notebook: dict) -> str:
     return f"the notebook stopped: {message}"
 
 
-def clean_text(text: str) -> str:
-    """Learner-controlled text made safe to store and show: no lone surrogates, no control characters."""
-    text = text.encode("utf-8", errors="replace").decode("utf-8")
-    return "".join(ch if ch in "\n\t" or (ch >= " " and not "\x7f" <= ch <= "\x9f") else "?" for ch in text)
+# characters that are never shown as themselves: C0/C1 controls (but \n and \t), format characters (bidi
+# overrides and isolates, marks, zero-width characters, BOM), line/paragraph separators, lone surrogates
+_HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+_NOT_PLAIN = re.compile(r"[^\t\n\x20-\x7e]+")
+
+
+def _visible(match: re.Match) -> str:
+    import unicodedata
+
+    return "".join((f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+                   if unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch for ch in match.group())
+
+
+def clean_text(text: str, limit: int | None = None) -> str:
+    """Learner-controlled text made safe to store and show: every control, format (bidi, zero-width) and
+    line-separator character and every lone surrogate written visibly as an escape (`\\u202e`), so nothing
+    reorders, hides or fakes a line of what is shown; `\\n` and `\\t` stay. With `limit`, at most that many
+    characters, then "… (N more characters)"."""
+    text = str(text)
+    extra = 0
+    if limit is not None and len(text) > limit:  # cut before escaping: a huge text is never walked
+        extra, text = len(text) - limit, text[:limit]
+    text = _NOT_PLAIN.sub(_visible, text)
+    if limit is not None and len(text) > limit:  # escapes made it longer
+        extra, text = extra + len(text) - limit, text[:limit]
+    return f"{text}… ({extra} more characters)" if extra else text

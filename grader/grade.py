@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from grader import assign
-from grader.execute import execute
-from grader.judge import CheckResult, Context, judge
+from grader.execute import clean_text, execute
+from grader.judge import MESSAGE_LIMIT, CheckResult, Context, judge
 from grader.launch import GraderTimeout
 from grader.notebook import NotebookError, lab_id_of, read_submission
 from grader.sandbox import Limits, Sandbox
+
+NAME_LIMIT = 1000  # characters of a submission's file name as shown
+OUTPUT_LIMIT = 10_000  # characters of a result's notes as shown
 
 
 @dataclass
@@ -39,13 +42,15 @@ class Result:
             shown = t.visible or reveal_hidden
             tests.append({
                 "name": t.name, "score": t.score, "max_score": t.max_score, "status": t.status,
-                "output": _test_output(t) if shown else f"hidden check: {t.status}",
+                "output": clean_text(_test_output(t), 2 * MESSAGE_LIMIT) if shown else f"hidden check: {t.status}",
                 "visibility": "visible" if t.visible else "after_published",
                 **({"hint": t.hint, "section": t.section, "description": t.description} if shown else {}),
             })
-        return {"submission": self.submission, "lab": self.lab, "status": self.status,
+        # learner text (file names, notes, messages) is cleaned and capped here too: it is shown as it is stored
+        return {"submission": clean_text(self.submission, NAME_LIMIT), "lab": self.lab, "status": self.status,
                 "score": round(self.score, 4), "max_score": self.max_score,
-                "execution_time": round(self.execution_time, 2), "output": self.output, "tests": tests}
+                "execution_time": round(self.execution_time, 2), "output": clean_text(self.output, OUTPUT_LIMIT),
+                "tests": tests}
 
 
 def _test_output(t: CheckResult) -> str:

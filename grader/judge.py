@@ -131,6 +131,9 @@ def judge(checks: Checks, ctx: Context, include_hidden: bool = True) -> list[Che
     return list(results.values())
 
 
+MESSAGE_LIMIT = 2000  # characters of a check's message: learner values quoted in it can be any size
+
+
 def _run_one(check: Check, ctx: Context, done: dict[str, CheckResult]) -> CheckResult:
     base = dict(name=check.name, description=check.description, max_score=check.points,
                 visible=check.visible, hint=check.hint, section=check.section)
@@ -141,11 +144,11 @@ def _run_one(check: Check, ctx: Context, done: dict[str, CheckResult]) -> CheckR
     try:
         outcome = check.func(ctx)
     except Fail as failure:
-        return CheckResult(score=0.0, status="failed", message=clean_text(str(failure)), **base)
+        return CheckResult(score=0.0, status="failed", message=clean_text(str(failure), MESSAGE_LIMIT), **base)
     except GraderTimeout:
         raise  # the machine's problem, not the learner's: the whole submission is regraded
     except Exception:  # a bug in the check or a shape it did not foresee: never crash the batch
-        detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
+        detail = clean_text(traceback.format_exc(limit=3).strip().splitlines()[-1], MESSAGE_LIMIT // 2)
         return CheckResult(score=0.0, status="failed", message=f"the grader could not judge this ({detail}); "
                            "please report it to your instructor", **base)
     if isinstance(outcome, Partial):
@@ -153,7 +156,7 @@ def _run_one(check: Check, ctx: Context, done: dict[str, CheckResult]) -> CheckR
         fraction = min(max(fraction, 0.0), 1.0) if math.isfinite(fraction) else 0.0
         status = "passed" if fraction >= 1 else "partial" if fraction > 0 else "failed"
         return CheckResult(score=round(check.points * fraction, 4), status=status,
-                           message=clean_text(str(outcome.message)), **base)
+                           message=clean_text(str(outcome.message), MESSAGE_LIMIT), **base)
     return CheckResult(score=check.points, status="passed", message="", **base)
 
 

@@ -9,6 +9,23 @@ _STATUS_MARK = {"passed": "✔", "partial": "◐", "failed": "✘", "skipped": "
 _STATUS_COLOUR = {"passed": "#1a7f37", "partial": "#9a6700", "failed": "#cf222e", "skipped": "#6e7781"}
 
 
+MESSAGE_LIMIT = 4000  # characters of one check's details as shown (judge already caps messages at 2,000)
+NOTES_LIMIT = 10_000  # characters of a submission's notes (Result.output) as shown
+NAME_LIMIT = 1000  # characters of a file name or a title as shown
+
+
+def _safe(text: object, limit: int = MESSAGE_LIMIT) -> str:
+    """Learner-controlled text as shown: controls and bidi/format characters escaped visibly, length capped."""
+    from grader.execute import clean_text
+
+    return clean_text(str(text), limit)
+
+
+def _h(text: object, limit: int = MESSAGE_LIMIT) -> str:
+    """`_safe` text, HTML-escaped (html.escape alone keeps control characters)."""
+    return html.escape(_safe(text, limit))
+
+
 _STATE = {"graded": "ran and graded", "rejected": "<strong>rejected</strong>: not run",
           "error": "<strong>grader error</strong>: regrade"}
 
@@ -25,12 +42,12 @@ def _message(result, reveal_hidden: bool = False) -> str:
 
 def checks_text(title: str, results, notice: str = "") -> str:
     """A plain-text table of check results."""
-    lines = [title]
+    lines = [_safe(title, NAME_LIMIT)]
     if notice:
-        lines.append(notice)
+        lines.append(_safe(notice, NOTES_LIMIT))
     for r in results:
-        lines.append(f"  {_STATUS_MARK.get(r.status, '?')} {r.name:<28} {r.score:>4g}/{r.max_score:<4g} "
-                     f"{_message(r)}")
+        lines.append(f"  {_STATUS_MARK.get(r.status, '?')} {_safe(r.name, NAME_LIMIT):<28} {r.score:>4g}/{r.max_score:<4g} "
+                     f"{_safe(_message(r))}")
     total, top = sum(r.score for r in results), sum(r.max_score for r in results)
     lines.append(f"  total {total:g}/{top:g}")
     return "\n".join(lines)
@@ -41,27 +58,26 @@ def checks_html(title: str, results, notice: str = "", reveal_hidden: bool = Fal
     rows = []
     for r in results:
         colour = _STATUS_COLOUR.get(r.status, "#000")
-        name = html.escape(r.name) + ("" if r.visible else " <em>(hidden)</em>")
+        name = _h(r.name, NAME_LIMIT) + ("" if r.visible else " <em>(hidden)</em>")
         rows.append(
-            f"<tr><td style='color:{colour}'>{_STATUS_MARK.get(r.status, '?')} {html.escape(r.status)}</td>"
-            f"<td><code>{name}</code><br><small>{html.escape(r.description) if r.visible or reveal_hidden else ''}"
+            f"<tr><td style='color:{colour}'>{_STATUS_MARK.get(r.status, '?')} {_h(r.status, NAME_LIMIT)}</td>"
+            f"<td><code>{name}</code><br><small>{_h(r.description) if r.visible or reveal_hidden else ''}"
             f"</small></td><td>{r.score:g}/{r.max_score:g}</td>"
-            f"<td>{html.escape(_message(r, reveal_hidden))}</td></tr>"
+            f"<td>{_h(_message(r, reveal_hidden))}</td></tr>"
         )
     total, top = sum(r.score for r in results), sum(r.max_score for r in results)
-    notice_html = f"<p><strong>{html.escape(notice)}</strong></p>" if notice else ""
-    return (f"<div><h3>{html.escape(title)} — {total:g}/{top:g}</h3>{notice_html}"
+    notice_html = f"<p><strong>{_h(notice, NOTES_LIMIT)}</strong></p>" if notice else ""
+    return (f"<div><h3>{_h(title, NAME_LIMIT)} — {total:g}/{top:g}</h3>{notice_html}"
             "<table><thead><tr><th>status</th><th>check</th><th>points</th><th>details</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _plain(text: str):
-    """Learner-controlled text for the terminal: no rich markup, no escape sequences, no lone surrogates."""
+def _plain(text: str, limit: int = MESSAGE_LIMIT):
+    """Learner-controlled text for the terminal: no rich markup, no escape sequences, no bidi or format
+    characters, no lone surrogates, and at most `limit` characters."""
     from rich.text import Text
 
-    from grader.execute import clean_text
-
-    return Text(clean_text(str(text)))
+    return Text(_safe(text, limit))
 
 
 def print_results(results, console=None, reveal_hidden: bool = False) -> None:
@@ -71,7 +87,7 @@ def print_results(results, console=None, reveal_hidden: bool = False) -> None:
 
     console = console or Console()
     for res in results:
-        table = Table(title=_plain(f"{res.lab} — {res.submission}"), title_justify="left")
+        table = Table(title=_plain(f"{res.lab} — {res.submission}", NAME_LIMIT), title_justify="left")
         for column in ("check", "status", "points", "details"):
             table.add_column(column, overflow="fold")
         for t in res.tests:
@@ -79,7 +95,7 @@ def print_results(results, console=None, reveal_hidden: bool = False) -> None:
                           f"{t.score:g}/{t.max_score:g}", _plain(_message(t, reveal_hidden)))
         console.print(table)
         if res.output:
-            console.print(_plain(res.output), markup=False, highlight=False)
+            console.print(_plain(res.output, NOTES_LIMIT), markup=False, highlight=False)
         how = {"rejected": " — not graded: the file was rejected", "error": " — the grader failed: regrade it"}
         console.print(f"[bold]score {res.score:g}/{res.max_score:g}[/bold]{how.get(res.status, '')} "
                       f"({res.execution_time:.1f} s)")
@@ -102,13 +118,14 @@ def summary_table(rows: list[tuple[str, str, float, float, float]], console=None
 def write_html_report(results, path: Path, title: str = "mlops-course report", reveal_hidden: bool = False) -> Path:
     """One HTML page: a summary table, then each submission's checks."""
     summary = "".join(
-        f"<tr><td><a href='#r{i}'>{html.escape(r.lab)}</a></td><td>{html.escape(r.submission)}</td>"
-        f"<td>{_STATE.get(r.status, html.escape(r.status))}</td>"
+        f"<tr><td><a href='#r{i}'>{_h(r.lab, NAME_LIMIT)}</a></td><td>{_h(r.submission, NAME_LIMIT)}</td>"
+        f"<td>{_STATE.get(r.status, _h(r.status, NAME_LIMIT))}</td>"
         f"<td>{r.score:g}/{r.max_score:g}</td><td>{(100 * r.score / r.max_score if r.max_score else 0):.0f} %</td>"
         f"<td>{r.execution_time:.1f} s</td></tr>" for i, r in enumerate(results)
     )
     sections = "".join(
-        f"<section id='r{i}'>{checks_html(f'{r.lab}: {r.submission}', r.tests, r.output, reveal_hidden)}</section>"
+        f"<section id='r{i}'>{checks_html(f'{r.lab}: {_safe(r.submission, NAME_LIMIT)}', r.tests, r.output, reveal_hidden)}"
+        "</section>"
         for i, r in enumerate(results)
     )
     page = (

@@ -12,7 +12,6 @@ import json
 import math
 import random
 import re
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -100,10 +99,12 @@ def _probe(ctx, needs_cli: bool = False) -> dict:
 
 def _pyproject(ctx) -> dict:
     """pyproject.toml as a dict with a [project] table (Fail otherwise: package_layout says more)."""
+    from grader import bounded
+
     try:
-        meta = tomllib.loads(ctx.read_text(_project(ctx, "pyproject.toml")))
-    except tomllib.TOMLDecodeError as err:
-        raise Fail(f"pyproject.toml is not valid TOML ({err}): see package_layout") from None
+        meta = bounded.load_toml(ctx.read_text(_project(ctx, "pyproject.toml")), name="pyproject.toml")
+    except bounded.BoundedError as err:
+        raise Fail(f"{err}: see package_layout") from None
     if not isinstance(meta.get("project"), dict):
         raise Fail("pyproject.toml has no [project] table: see package_layout")
     return meta
@@ -163,23 +164,25 @@ def _same(a: object, b: object) -> bool:
             section="2.1 A package is a folder with a contract")
 def package_layout(ctx):
     """bcdata/pyproject.toml declares a build backend, the project and the console script; src/bcdata holds cli.py."""
+    from grader.bounded import BoundedError, load_toml, quote
+
     text = ctx.read_text(_project(ctx, "pyproject.toml"))
     try:
-        meta = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise Fail(f"{_project(ctx, 'pyproject.toml')} is not valid TOML: {err}") from None
+        meta = load_toml(text, name=_project(ctx, "pyproject.toml"))
+    except BoundedError as err:
+        raise Fail(str(err)) from None
     build = meta.get("build-system")
     if not isinstance(build, dict) or not build.get("build-backend") or not build.get("requires"):
         raise Fail("pyproject.toml needs [build-system] with `requires` and `build-backend` "
                    '(requires = ["setuptools>=64"], build-backend = "setuptools.build_meta"); found '
-                   f"{build!r}")
+                   f"{quote(build)}")
     project = require_keys(meta.get("project"), ("name", "version"), "pyproject.toml's [project]")
     if str(project["name"]).lower().replace("_", "-") != PROJECT:
-        raise Fail(f"[project] name is {project['name']!r}; expected {PROJECT!r}")
+        raise Fail(f"[project] name is {quote(project['name'])}; expected {PROJECT!r}")
     scripts = project.get("scripts")
     entry = scripts.get(SCRIPT) if isinstance(scripts, dict) else None
     if not isinstance(entry, str) or not entry.startswith(f"{PACKAGE}.cli:"):
-        raise Fail(f'[project.scripts] must declare {SCRIPT} = "{PACKAGE}.cli:app"; found scripts = {scripts!r}')
+        raise Fail(f'[project.scripts] must declare {SCRIPT} = "{PACKAGE}.cli:app"; found scripts = {quote(scripts)}')
     for name in ("__init__.py", "cli.py"):
         if not ctx.exists(_project(ctx, f"src/{PACKAGE}/{name}")):
             raise Fail(f"{_project(ctx, f'src/{PACKAGE}/{name}')} was not found: the package lives in "

@@ -115,13 +115,14 @@ def _md5(ctx, relative: str) -> str:
 
 
 def _yaml(ctx, name: str) -> object:
-    import yaml
+    """A project YAML file, parsed with limits (size, depth, aliases counted as expanded: bounded.load_yaml)."""
+    from grader import bounded
 
     text = ctx.read_text(_project(ctx, name))
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise Fail(f"{_project(ctx, name)} is not valid YAML: {str(err).splitlines()[0]}") from None
+        return bounded.load_yaml(text, name=_project(ctx, name))
+    except bounded.BoundedError as err:
+        raise Fail(str(err)) from None
 
 
 def _stages(ctx) -> dict:

@@ -334,9 +334,9 @@ def cheat_cases(other_submission: Path) -> list[Case]:
                         "\ud800": 4}, open(os.path.join(output_dir, "metrics.json"), "w"))
              raise ValueError("<script>alert('xss')</script> [/red] \x1b[31m")
              """)), output=CELL_ERROR + r"a cell you added \(after locked-02\) raised ValueError: "
-             r"<script>alert\('xss'\)</script> \[/red\] \?\[31m$",
+             r"<script>alert\('xss'\)</script> \[/red\] \\u001b\[31m$",
              tests={"metrics_reported": r"lacks the key\(s\) roc_auc.*found: <img src=x onerror=alert\(1\)>, "
-                    r"\[/bold\]\[link=http://evil\]x, \?\[2J, \?$"}),
+                    r"\[/bold\]\[link=http://evil\]x, \\u001b\[2J, \\ud800$"}),
     ]
     escapes = [
         Case("read_hidden_checks", "reading the hidden checks and the grader", dump(spy(f"""

@@ -66,8 +66,8 @@ def test_a_killed_helper_process_does_not_fail_a_finished_run():
                                "a process of the notebook was killed for using too much memory"]
 
 
-def test_clean_text_removes_controls_and_surrogates_but_keeps_text():
-    assert clean_text("a\x1b[2Jb\ud800c\x9bd\te\nf é ✓") == "a?[2Jb?c?d\te\nf é ✓"
+def test_clean_text_shows_controls_and_surrogates_as_escapes_but_keeps_text():
+    assert clean_text("a\x1b[2Jb\ud800c\x9bd\te\nf é ✓ \u202eg") == "a\\u001b[2Jb\\ud800c\\u009bd\te\nf é ✓ \\u202eg"
 
 
 # --- safe reads --------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_reports_escape_html_and_never_interpret_markup(tmp_path):
     print_results([result], console=Console(file=buffer, width=300, color_system=None))
     assert "[/bold] [link=http://x]y[/link]" in buffer.getvalue() and "\x1b" not in buffer.getvalue()
     write_results([result], tmp_path / "r.json")  # a lone surrogate must not break the batch's results file
-    assert json.loads((tmp_path / "r.json").read_text())[0]["tests"][0]["output"].endswith("?")
+    assert json.loads((tmp_path / "r.json").read_text())[0]["tests"][0]["output"].endswith("\\ud800")
 
 
 def test_a_failing_callback_does_not_stop_the_batch(tmp_path):
