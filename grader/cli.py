@@ -131,6 +131,19 @@ def demo(report: Path = typer.Option(Path("build/report"), help="Directory for i
         raise typer.Exit(1)
 
 
+@app.command()
+def doctor():
+    """Which isolation features this host gives the grader (bubblewrap, namespaces, cgroups, quotas)."""
+    from grader.doctor import features
+
+    found = features()
+    for feature in found:
+        typer.echo(feature.line())
+    missing = [f.name for f in found if not f.ok]
+    typer.echo(f"{len(found) - len(missing)} of {len(found)} features available"
+               + (f"; missing: {', '.join(missing)}" if missing else ""))
+
+
 def main() -> None:
     app()
 

@@ -98,7 +98,7 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
             if keep_dir:
                 try:
                     _keep(work, keep_dir)
-                except (OSError, shutil.Error) as err:  # keeping is a convenience; it never costs a grade
+                except (OSError, shutil.Error, RecursionError) as err:  # a convenience: never costs a grade
                     execution.notes.append(f"the work directory could not be kept: {str(err)[:200]}")
         finally:
             sandbox.cleanup()
@@ -239,7 +239,9 @@ def _keep(work: Path, dest: Path) -> None:
                 skipped.add(name)
         return skipped
 
-    shutil.rmtree(dest, ignore_errors=True)
+    from grader.sandbox import remove_tree
+
+    remove_tree(dest)  # iterative: a kept tree thousands of levels deep is fine
     shutil.copytree(work, dest, symlinks=True, ignore=special)
 
 

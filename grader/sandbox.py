@@ -1,12 +1,17 @@
 """Run untrusted commands in a bubblewrap sandbox with limits; one fresh sandbox per job.
 
 Inside: no network (its own network namespace with loopback only), its own PID, IPC, UTS and
-user namespaces, no capabilities, a private /tmp, /var/tmp and HOME, a read-only root, system,
-Python and venv, and only the named mounts (`/sandbox/<name>`), of which only writable ones can be
-written. The grader's files, other submissions and the grader's environment variables are not there.
+user namespaces, no capabilities, a private /tmp, /var/tmp, /dev/shm and HOME, a read-only root, /dev,
+system, Python and venv, and only the named mounts (`/sandbox/<name>`), of which only writable ones can
+be written. The grader's files, other submissions and the grader's environment variables are not there.
 Limits: wall clock (the whole process tree is killed), CPU seconds, memory and process count
-(a cgroup where one can be made, rlimits otherwise), file size, open files, captured output (head
-and tail kept), and disk use of the writable mounts (polled each second; the job is killed beyond it).
+(a cgroup, v1 or delegated v2, where one can be made: grader/cgroups.py; rlimits otherwise), file size,
+open files, captured output (head and tail kept), and disk use (bytes and files) of every writable
+place. Every writable place, the private /tmp, /var/tmp, /dev/shm and HOME included, is a directory
+of the job's own directory, so one quota covers them all: where the grader may mount (root), the job
+directory is a tmpfs of exactly the quota's size and inode count, so the kernel stops a flood at the
+limit (`disk_quota="tmpfs"`); elsewhere the directories are scanned every 0.05-0.25 s and the job is
+killed beyond the quota (`disk_quota="polled"`; the result reports what it had written when stopped).
 
 `isolate=False` runs the same command without bubblewrap (limits and a scrubbed environment
 still apply): for a learner's self-check on a machine without it, never for grading others.
@@ -14,6 +19,7 @@ still apply): for a learner's self-check on a machine without it, never for grad
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import shutil
@@ -24,9 +30,10 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from grader import cgroups
 
 INSIDE_HOME = "/home/learner"
 SANDBOX_UID = 1000
@@ -44,8 +51,8 @@ class Limits:
     file_bytes: int = 256 * 2**20  # largest file it may write (RLIMIT_FSIZE)
     open_files: int = 1024  # RLIMIT_NOFILE
     output_bytes: int = 1 * 2**20  # stdout and stderr kept, each (its head, and its last 64 KB); rest dropped
-    disk_bytes: int = 2 * 2**30  # all writable mounts together; the job is killed beyond it (polled 1/s)
-    disk_files: int = 100_000  # files and directories in the writable mounts together
+    disk_bytes: int = 2 * 2**30  # what the job may add to all its writable places together (tmpfs or polled)
+    disk_files: int = 100_000  # files and directories it may add there (tmpfs inodes or polled)
 
 
 @dataclass
@@ -63,6 +70,10 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     cpu_seconds: float | None = None  # CPU the whole job used (cgroup cpuacct), where a cgroup could be made
     load: float = 0.0  # the machine's highest 1-minute load average seen while the job ran
+    disk_quota: str = ""  # how the disk limits applied: "tmpfs" (kernel-enforced) or "polled" (scanned)
+    disk_bytes_used: int | None = None  # what the job had added to its writable places when it ended or stopped
+    disk_files_used: int | None = None
+    cgroup_version: int = 0  # 1 or 2: job-wide memory and pids limits applied; 0: per-process rlimits
 
     @property
     def signal(self) -> int | None:
@@ -94,14 +105,23 @@ def probe_bubblewrap() -> str | None:
 class Sandbox:
     """A fresh job directory with named mounts; `run()` executes a command inside it."""
 
-    def __init__(self, limits: Limits = Limits(), isolate: bool = True, root: Path | None = None):
+    def __init__(self, limits: Limits = Limits(), isolate: bool = True, root: Path | None = None,
+                 quota: str | None = None):
+        """`quota`: "tmpfs", "polled", or None for the best this host gives ($MLOPS_GRADE_QUOTA overrides)."""
         if isolate and (reason := probe_bubblewrap()):
             raise SandboxUnavailable(reason)
         self.limits, self.isolate = limits, isolate
         self.root = Path(root or tempfile.mkdtemp(prefix="mlops-grade-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.mounts: dict[str, tuple[Path, bool]] = {}
+        wanted = quota or os.environ.get("MLOPS_GRADE_QUOTA") or "tmpfs"
+        self.mounted = wanted == "tmpfs" and _mount_tmpfs(self.root, limits)
+        self.quota = "tmpfs" if self.mounted else "polled"
         self.home = self.root / "home"
         self.home.mkdir(parents=True, exist_ok=True)
+        self.scratch = {inside: self.root / ".scratch" / name for inside, name in _SCRATCH.items()}
+        for path in self.scratch.values():
+            path.mkdir(parents=True, exist_ok=True)
 
     def mount(self, name: str, host: Path | None = None, writable: bool = False) -> Path:
         """Expose a host directory (a new empty one under the job root by default) as `name`."""
@@ -119,9 +139,10 @@ class Sandbox:
         """Run `argv` (inside paths) with working directory `cwd` (a mount name)."""
         limits = self.limits
         timeout = timeout or limits.wall_seconds
-        cgroup = _Cgroup.create(limits)
+        cgroup = cgroups.create(limits)
         notes = [] if cgroup.ok else ["no cgroup could be made: memory is limited per process, processes by rlimit"]
         command = self._command(argv, cwd, env or {}, cgroup)
+        watch = _DiskWatch(self)
         start = time.monotonic()
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True,
@@ -129,23 +150,21 @@ class Sandbox:
         _RUNNING.add(proc)
         out, err = _Drain(proc.stdout, limits.output_bytes), _Drain(proc.stderr, limits.output_bytes)
         timed_out = disk_exceeded = False
-        writable = [host for host, rw in self.mounts.values() if rw]
         deadline = start + timeout
-        load = _load()
+        load, next_load = _load(), 0.0
         try:
             while True:
-                load = max(load, _load())
+                if time.monotonic() >= next_load:
+                    load, next_load = max(load, _load()), time.monotonic() + 1.0
                 try:
-                    proc.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                    proc.wait(timeout=max(0.0, min(watch.interval, deadline - time.monotonic())))
                     break
                 except subprocess.TimeoutExpired:
                     if time.monotonic() >= deadline:
                         timed_out = True
                         break
-                    if writable and _over_disk(writable, limits):
+                    if watch.exceeded():
                         disk_exceeded = True
-                        notes.append(f"the job wrote more than {limits.disk_bytes / 2**20:.0f} MB or "
-                                     f"{limits.disk_files} files and was stopped")
                         break
             if timed_out or disk_exceeded:
                 _kill_group(proc.pid)
@@ -158,20 +177,34 @@ class Sandbox:
             cpu_seconds = cgroup.cpu_seconds()
             cgroup.destroy()
             out.join(), err.join()
+        if not disk_exceeded and not timed_out:
+            disk_exceeded = watch.exceeded()  # it stopped by itself on a full quota (ENOSPC) before a check saw it
+        used_bytes, used_files = watch.used()
+        if disk_exceeded:
+            notes.append(f"the job wrote more than {limits.disk_bytes / 2**20:.0f} MB or {limits.disk_files} files "
+                         f"and was stopped ({watch.describe(used_bytes, used_files)})")
         return RunResult(
             returncode=proc.returncode, stdout=out.text(), stderr=err.text(),
             seconds=time.monotonic() - start, timed_out=timed_out, out_of_memory=out_of_memory,
             output_truncated=out.truncated or err.truncated, disk_exceeded=disk_exceeded, notes=notes,
-            cpu_seconds=cpu_seconds, load=load,
+            cpu_seconds=cpu_seconds, load=load, disk_quota=self.quota, disk_bytes_used=used_bytes,
+            disk_files_used=used_files, cgroup_version=cgroup.version if cgroup.ok else 0,
         )
 
-    def cleanup(self) -> None:
-        """Remove the job's files, even directories the job made unwritable; never raises, never recurses
-        (a chain of thousands of nested directories is fine), never follows links."""
+    def writable_places(self) -> list[Path]:
+        """Every host directory the job can write to: writable mounts, HOME, /tmp, /var/tmp, /dev/shm."""
+        return [self.home, *self.scratch.values(), *(host for host, rw in self.mounts.values() if rw)]
+
+    def cleanup(self) -> bool:
+        """Remove the job's files (a tmpfs job dir is unmounted), even directories the job made unwritable;
+        never raises, never recurses (a chain of thousands of nested directories is fine), never follows
+        links. Whether the job dir is gone."""
         try:
-            remove_tree(self.root)
+            if self.mounted:
+                _umount(self.root)
+            return remove_tree(self.root)
         except Exception:  # noqa: BLE001 — cleanup must not cost a grade; what is left is reported by tests
-            pass
+            return False
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -181,7 +214,7 @@ class Sandbox:
 
     # --- command line -----------------------------------------------------------------------
 
-    def _command(self, argv: list[str], cwd: str, env: dict[str, str], cgroup: "_Cgroup") -> list[str]:
+    def _command(self, argv: list[str], cwd: str, env: dict[str, str], cgroup: cgroups.JobCgroup) -> list[str]:
         limits = self.limits
         rlimits = [f"--cpu={limits.cpu_seconds}", f"--fsize={limits.file_bytes}",
                    f"--nofile={limits.open_files}", "--core=0"]
@@ -230,8 +263,11 @@ class Sandbox:
         (etc_dir / "group").write_text(f"learner:x:{SANDBOX_UID}:\n")
         args += ["--ro-bind", str(etc_dir / "passwd"), "/etc/passwd",
                  "--ro-bind", str(etc_dir / "group"), "/etc/group"]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
-                 "--tmpfs", "/home", "--dir", INSIDE_HOME, "--dir", "/sandbox"]
+        # the private writable places are the job dir's own directories, under its quota; /dev itself is read-only
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        for inside, host in self.scratch.items():
+            args += ["--bind", str(host), inside]
+        args += ["--remount-ro", "/dev", "--dir", "/home", "--bind", str(self.home), INSIDE_HOME, "--dir", "/sandbox"]
         # after the private /tmp and /home, so a checkout under /tmp or /home stays visible
         for prefix in sorted({os.path.realpath(sys.base_prefix), sys.base_prefix, sys.prefix}):
             args += ["--ro-bind", prefix, prefix]
@@ -271,36 +307,102 @@ def stop_all() -> int:
     return len(running)
 
 
-def remove_tree(root: Path) -> None:
-    """Delete `root` and everything under it, iteratively, making unwritable directories writable first."""
-    root = str(root)
-    if not os.path.lexists(root):
-        return
-    if not stat.S_ISDIR(os.lstat(root).st_mode):
-        os.unlink(root)
-        return
-    stack, order = [root], []
-    while stack:  # depth-first listing; directories are removed in reverse order of discovery
-        directory = stack.pop()
-        order.append(directory)
-        try:
-            os.chmod(directory, 0o700)
-            with os.scandir(directory) as entries:
+def remove_tree(root: Path) -> bool:
+    """Delete `root` and everything under it; whether it is gone. Never raises, never recurses, never
+    follows links: it walks with directory file descriptors (two open at a time, so neither the depth nor
+    PATH_MAX matter), makes directories the job made unreadable or unwritable accessible first, and skips
+    what it cannot remove instead of looping on it."""
+    root = os.path.abspath(os.fspath(root))
+    try:
+        info = os.lstat(root)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISDIR(info.st_mode):
+            os.unlink(root)
+        else:
+            parent = os.open(os.path.dirname(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                name = os.path.basename(root)
+                _empty_directory(parent, name)
+                os.rmdir(name, dir_fd=parent)
+            finally:
+                os.close(parent)
+    except OSError:
+        pass
+    return not os.path.lexists(root)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_directory(name: str, dir_fd: int | None) -> int:
+    """Open directory `name` in `dir_fd` without following a link; made readable, writable, searchable."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except PermissionError:  # mode 000 made by the job (a link would have failed with ELOOP, not EACCES)
+        os.chmod(name, 0o700, dir_fd=dir_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o700 != 0o700:
+            os.fchmod(fd, 0o700)
+    except OSError:
+        pass
+    return fd
+
+
+def _empty_directory(parent: int, name: str) -> None:
+    """Remove everything inside `parent`/`name`, depth first, holding one directory open at a time."""
+    current = _open_directory(name, parent)
+    ids = [(os.fstat(current).st_dev, os.fstat(current).st_ino)]
+    names: list[str] = []
+    stuck: set[tuple[int, int]] = set()  # directories that could not be entered or removed: skipped
+    try:
+        while True:
+            child = child_id = None
+            with os.scandir(current) as entries:
                 for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    else:
-                        try:
-                            os.unlink(entry.path)
-                        except OSError:
-                            pass
-        except OSError:
-            continue
-    for directory in reversed(order):
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISDIR(info.st_mode):
+                        if (info.st_dev, info.st_ino) not in stuck:
+                            child, child_id = entry.name, (info.st_dev, info.st_ino)
+                            break
+                        continue
+                    try:
+                        os.unlink(entry.name, dir_fd=current)
+                    except OSError:
+                        pass
+            if child is not None:
+                try:
+                    below = _open_directory(child, current)
+                except OSError:
+                    stuck.add(child_id)
+                    continue
+                os.close(current)
+                current = below
+                names.append(child)
+                ids.append(child_id)
+                continue
+            if not names:
+                return
+            above = os.open("..", _DIR_FLAGS & ~os.O_NOFOLLOW, dir_fd=current)
+            if (os.fstat(above).st_dev, os.fstat(above).st_ino) != ids[-2]:
+                os.close(above)
+                return  # the tree was moved while it was being removed: stop rather than delete elsewhere
+            os.close(current)
+            current = above
+            done, done_id = names.pop(), ids.pop()
+            try:
+                os.rmdir(done, dir_fd=current)
+            except OSError:
+                stuck.add(done_id)
+    finally:
+        os.close(current)
 
 
 def _load() -> float:
@@ -315,27 +417,152 @@ def _host_env_for_launch() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
-def _over_disk(roots: list[Path], limits: Limits) -> bool:
-    """Whether the writable mounts together hold more than the disk limits allow (links are not followed)."""
-    used = count = 0
-    stack = [str(r) for r in roots]
-    while stack:
+_SCRATCH = {"/tmp": "tmp", "/var/tmp": "var_tmp", "/dev/shm": "shm"}  # inside path → dir under .scratch
+_MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MNT_DETACH = 2, 4, 32, 2
+FULL_SLACK = 2**20  # a tmpfs quota with less than this free (or no inode free) counts as exhausted
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_tmpfs(root: Path, limits: Limits, remount: bool = False, size: int = 0, inodes: int = 0) -> bool:
+    """Mount a tmpfs on the job dir (the grader's own inputs and the job's quota fit); needs CAP_SYS_ADMIN."""
+    if not sys.platform.startswith("linux"):
+        return False
+    size = size or 2 * limits.disk_bytes + 256 * 2**20  # tightened to used + quota when the job starts
+    inodes = inodes or 2 * limits.disk_files + 10_000
+    options = f"size={size},nr_inodes={inodes}" + ("" if remount else ",mode=0700")
+    flags = _MS_NOSUID | _MS_NODEV | (_MS_REMOUNT if remount else 0)
+    try:
+        done = _libc().mount(b"tmpfs", os.fsencode(root), b"tmpfs", flags, options.encode())
+    except (OSError, AttributeError):
+        return False
+    return done == 0
+
+
+def _umount(root: Path) -> None:
+    try:
+        _libc().umount2(os.fsencode(root), _MNT_DETACH)
+    except (OSError, AttributeError):
+        pass
+
+
+@functools.lru_cache(maxsize=1)
+def tmpfs_quota_available() -> str | None:
+    """None when job dirs can be size- and inode-bounded tmpfs mounts here, else why not."""
+    probe = Path(tempfile.mkdtemp(prefix="mlops-grade-probe-"))
+    try:
+        if _mount_tmpfs(probe, Limits(disk_bytes=2**20, disk_files=10)):
+            _umount(probe)
+            return None
+        err = ctypes.get_errno()
+        return f"mounting a tmpfs failed ({os.strerror(err) if err else 'not Linux'}; it needs root)"
+    finally:
+        remove_tree(probe)
+
+
+class _DiskWatch:
+    """The quota on everything the job writes: measured against what the job dir held when the job started.
+
+    tmpfs: the job dir is remounted with size = used + disk_bytes and nr_inodes = used + disk_files, so
+    writes fail at the limit (ENOSPC); the watch sees the exhausted filesystem (statvfs, every 0.05 s) and
+    stops the job. polled: the writable places are scanned (links not followed), more often the cheaper a
+    scan is (every 0.05-0.25 s), and the job is stopped at the first scan beyond the limit.
+    """
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox, self.limits, self.tmpfs = sandbox, sandbox.limits, sandbox.quota == "tmpfs"
+        self.interval, self.last = 0.05, (0, 0)
+        if self.tmpfs:
+            used, files, _, _ = self._statvfs()
+            if _mount_tmpfs(sandbox.root, self.limits, remount=True, size=used + self.limits.disk_bytes,
+                            inodes=files + self.limits.disk_files):
+                self.base = (used, files)
+                return
+            self.tmpfs, sandbox.quota = False, "polled"  # the remount failed: scan instead
+        self.base = _scan(sandbox.writable_places(), None)
+
+    def _statvfs(self) -> tuple[int, int, int, int]:
+        found = os.statvfs(self.sandbox.root)
+        used = (found.f_blocks - found.f_bfree) * found.f_frsize
+        return used, found.f_files - found.f_ffree, found.f_bavail * found.f_frsize, found.f_favail
+
+    def used(self) -> tuple[int, int]:
+        """Bytes and files the job added (at least 0)."""
         try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    count += 1
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    used += info.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    if used > limits.disk_bytes or count > limits.disk_files:
-                        return True
+            if self.tmpfs:
+                used, files, _, _ = self._statvfs()
+            else:
+                used, files = _scan(self.sandbox.writable_places(), None)
         except OSError:
-            continue
-    return False
+            used, files = self.last
+        self.last = (used, files)
+        return max(0, used - self.base[0]), max(0, files - self.base[1])
+
+    def exceeded(self) -> bool:
+        if self.tmpfs:
+            try:
+                _, _, free, free_files = self._statvfs()
+            except OSError:
+                return False
+            return free < min(FULL_SLACK, self.limits.disk_bytes // 10) or free_files <= 0
+        began = time.monotonic()
+        bound = (self.base[0] + self.limits.disk_bytes, self.base[1] + self.limits.disk_files)
+        over = _scan(self.sandbox.writable_places(), bound) is None
+        self.interval = min(0.25, max(0.05, 2 * (time.monotonic() - began)))
+        return over
+
+    def describe(self, used: int, files: int) -> str:
+        found = f"{used / 2**20:.1f} MB and {files} files added"
+        if self.tmpfs:
+            return f"the job dir is a tmpfs of that size: writes failed at the limit; {found}"
+        return f"found by a scan every {self.interval:.2f} s at most: {found} when it stopped"
+
+
+def _scan(roots: list[Path], bound: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Bytes (blocks) and entries under `roots` (links not followed); None as soon as either passes `bound`.
+
+    Walks by directory file descriptors where paths get long (a chain deeper than PATH_MAX is counted too)
+    and opens up directories the job locked (mode 000) rather than skipping what is in them."""
+    used = count = 0
+    anchors: list[int] = []
+    stack: list[tuple[int | None, str]] = [(None, str(r)) for r in roots]  # (directory fd or None, path from it)
+    try:
+        while stack:
+            anchor, rel = stack.pop()
+            try:
+                fd = _open_directory(rel, anchor)
+            except OSError:
+                continue
+            if len(rel) > 1024:  # deep: what is below is named from this directory from now on
+                anchors.append(fd)
+                anchor, rel, keep = fd, "", True
+            else:
+                keep = False
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        count += 1
+                        try:
+                            info = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        used += info.st_blocks * 512
+                        if stat.S_ISDIR(info.st_mode):
+                            stack.append((anchor, f"{rel}/{entry.name}" if rel else entry.name))
+                        if bound and (used > bound[0] or count > bound[1]):
+                            return None
+            except OSError:
+                pass
+            finally:
+                if not keep:
+                    os.close(fd)
+    finally:
+        for fd in anchors:
+            os.close(fd)
+    return used, count
 
 
 def _kill_group(pid: int) -> None:
@@ -382,129 +609,6 @@ class _Drain(threading.Thread):
 
 
 class _Cgroup:
-    """A memory + pids cgroup (v1 hierarchies or v2) for one job, where this machine allows one."""
+    """Kept for callers of the old name: `_Cgroup.create(limits)` is `grader.cgroups.create(limits)`."""
 
-    def __init__(self, dirs: list[Path], version: int):
-        self.dirs, self.version = dirs, version
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.dirs)
-
-    @property
-    def procs_files(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs]
-
-    @classmethod
-    def create(cls, limits: Limits) -> "_Cgroup":
-        name = f"mlops-grade-{uuid.uuid4().hex[:12]}"
-        try:
-            v1 = cls._create_v1(name, limits)
-            if v1:
-                return v1
-        except OSError:
-            pass
-        return cls([], 0)
-
-    @classmethod
-    def _create_v1(cls, name: str, limits: Limits) -> "_Cgroup | None":
-        base = Path("/sys/fs/cgroup")
-        memory, pids = base / "memory", base / "pids"
-        if not (memory / "cgroup.procs").exists() or not (pids / "cgroup.procs").exists():
-            return None
-        own = _own_cgroup_v1()
-        made: list[Path] = []
-        try:
-            for root, controller in ((memory, "memory"), (pids, "pids")):
-                path = root / own.get(controller, "/").lstrip("/") / name
-                path.mkdir()
-                made.append(path)
-            (made[0] / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
-            try:
-                (made[0] / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
-            except OSError:
-                pass  # no swap accounting here; there is no swap either
-            (made[1] / "pids.max").write_text(str(limits.pids))
-        except OSError:
-            for path in made:
-                _rmdir(path)
-            return None
-        cpu = base / "cpuacct"
-        if (cpu / "cpuacct.usage").exists():  # optional: only for telling a busy machine from a slow job
-            try:
-                path = cpu / own.get("cpuacct", "/").lstrip("/") / name
-                path.mkdir()
-                made.append(path)
-            except OSError:
-                pass
-        return cls(made, 1)
-
-    def cpu_seconds(self) -> float | None:
-        for path in self.dirs[2:]:
-            try:
-                return int((path / "cpuacct.usage").read_text()) / 1e9
-            except (OSError, ValueError):
-                return None
-        return None
-
-    def oom_killed(self) -> bool:
-        if not self.dirs:
-            return False
-        try:
-            for line in (self.dirs[0] / "memory.oom_control").read_text().splitlines():
-                if line.startswith("oom_kill ") and int(line.split()[1]) > 0:
-                    return True
-            return int((self.dirs[0] / "memory.failcnt").read_text()) > 0 and False
-        except (OSError, ValueError):
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL every process still in the job's cgroup (ones that left the process group too)."""
-        for path in self.dirs[:1]:
-            try:
-                pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-            except OSError:
-                continue
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-    def destroy(self) -> None:
-        for path in self.dirs:
-            for _ in range(50):
-                try:
-                    pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-                except OSError:
-                    break
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.02)
-            _rmdir(path)
-
-
-def _own_cgroup_v1() -> dict[str, str]:
-    """This process's cgroup path for each v1 controller."""
-    found = {}
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        for controller in controllers.split(","):
-            found[controller] = path
-    return found
-
-
-def _rmdir(path: Path) -> None:
-    for _ in range(50):
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.02)
+    create = staticmethod(cgroups.create)

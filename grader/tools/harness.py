@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -187,14 +188,31 @@ def inner_sandbox_available() -> bool:
     return done.returncode == 0
 
 
+def _private_dirs() -> tuple[str, str] | None:
+    """Fresh directories in the probe's own /tmp and /dev/shm for the inner sandbox's: inside the grader's
+    sandbox those are the job dir's, under its disk quota (a fresh tmpfs would be unbounded)."""
+    if os.environ.get("MLOPS_GRADING") != "1" or not os.path.isdir("/sandbox"):
+        return None
+    try:
+        return tempfile.mkdtemp(prefix="inner-tmp-", dir="/tmp"), tempfile.mkdtemp(prefix="inner-shm-", dir="/dev/shm")
+    except OSError:
+        return None
+
+
 def inner_command(argv: list[str], writable: list[str], hidden: list[str], share_net: bool = True) -> list[str]:
     """`argv` wrapped in a nested bubblewrap: another uid, its own PID namespace, `hidden` paths replaced by
-    empty directories (the probe's output and inputs), only `writable` paths writable."""
+    empty read-only directories (the probe's output and inputs), only `writable` paths, a private /tmp and
+    /dev/shm writable (in the grader's sandbox: directories under the job's quota; /dev read-only)."""
     args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
             "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--ro-bind", "/", "/",
             # a fresh procfs cannot be mounted one level down; the outer one shows no process it could signal
             # (its PIDs are another namespace's) and nothing of the probe's (the probe is non-dumpable)
-            "--ro-bind", "/proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            "--ro-bind", "/proc", "/proc", "--dev", "/dev"]
+    private = _private_dirs()
+    if private:
+        args += ["--bind", private[0], "/tmp", "--bind", private[1], "/dev/shm", "--remount-ro", "/dev"]
+    else:
+        args += ["--tmpfs", "/tmp"]
     if not share_net:
         args.append("--unshare-net")
     for path in _runtime_under_tmp():  # a checkout (venv, library) under /tmp stays visible past the new /tmp
@@ -202,7 +220,7 @@ def inner_command(argv: list[str], writable: list[str], hidden: list[str], share
     for path in writable:
         args += ["--bind", path, path]
     for path in hidden:
-        args += ["--tmpfs", path]
+        args += ["--tmpfs", path, "--remount-ro", path]
     return args + ["--"] + list(argv)
 
 
