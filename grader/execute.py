@@ -29,6 +29,7 @@ class Execution:
     out_of_memory: bool = False
     notes: list[str] = field(default_factory=list)
     stopped: bool = True  # it ended early (time, memory, dead kernel); False: a cell raised, the rest ran
+    run: RunResult | None = field(default=None, repr=False)  # the sandbox's figures (time, CPU, load)
 
 
 def execute(notebook: dict, sandbox: Sandbox, parameters: dict, cell_timeout: int,
@@ -42,7 +43,9 @@ def execute(notebook: dict, sandbox: Sandbox, parameters: dict, cell_timeout: in
             "--cell-timeout", str(cell_timeout), "--max-output-bytes", str(max_output_bytes),
             "--block-imports", ",".join(not_needed)]
     run = launch(sandbox, "run_notebook", argv, cwd="work")
-    return interpret(run, notebook, sandbox.limits)
+    execution = interpret(run, notebook, sandbox.limits)
+    execution.run = run
+    return execution
 
 
 def interpret(run: RunResult, notebook: dict, limits: Limits) -> Execution:

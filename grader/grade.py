@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from grader import assign
+from grader.budget import Budget
 from grader.execute import clean_text, execute
 from grader.judge import MESSAGE_LIMIT, CheckResult, Context, judge
 from grader.launch import GraderTimeout
@@ -35,6 +36,7 @@ class Result:
     output: str  # why the submission got what it got, beyond the checks
     tests: list[CheckResult] = field(default_factory=list)
     status: str = "graded"  # graded | rejected (not gradable as this lab) | error (the grader failed)
+    timing: dict | None = None  # how the submission's time budget was spent (grader/budget.py)
 
     def to_json(self, reveal_hidden: bool = False) -> dict:
         tests = []
@@ -50,7 +52,8 @@ class Result:
         return {"submission": clean_text(self.submission, NAME_LIMIT), "lab": self.lab, "status": self.status,
                 "score": round(self.score, 4), "max_score": self.max_score,
                 "execution_time": round(self.execution_time, 2), "output": clean_text(self.output, OUTPUT_LIMIT),
-                "tests": tests}
+                "tests": tests,
+                **({"timing": self.timing} if self.timing else {})}
 
 
 def _test_output(t: CheckResult) -> str:
@@ -85,15 +88,20 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
                     f"this is the notebook of lab {found}, not of lab {lab.id}: submit labs/{lab.id}.ipynb"
                 )
         restored = assign.restore(submission, template)
-        limits = Limits(wall_seconds=lab.timeout, memory_bytes=lab.memory_bytes, disk_bytes=lab.disk_bytes)
+        budget = Budget(lab.budget)
+        limits = Limits(wall_seconds=min(lab.timeout, lab.budget), memory_bytes=lab.memory_bytes,
+                        disk_bytes=lab.disk_bytes)
         sandbox = Sandbox(limits, isolate=isolate)
         try:
             work = sandbox.mount("work", writable=True)
             params, hidden = lab_module.prepare(work)
+            budget.started = time.monotonic()  # preparing the inputs is the grader's work, not the submission's
             execution = execute(restored.notebook, sandbox, params, cell_timeout=lab.cell_timeout,
                                 not_needed=lab.not_needed)
+            if execution.run is not None:
+                budget.spend("the notebook", execution.run, cut=lab.budget < lab.timeout)
             ctx = Context(lab=lab, work=work, params=params, hidden=hidden, execution=execution,
-                          new_sandbox=lambda lim: Sandbox(lim, isolate=isolate))
+                          new_sandbox=lambda lim: Sandbox(lim, isolate=isolate), budget=budget)
             tests = judge(checks, ctx, include_hidden=include_hidden)
             if keep_dir:
                 try:
@@ -107,10 +115,12 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
             notes.insert(0, f"The notebook did not run to the end: {execution.error}")
         elif not execution.ok:
             notes.insert(0, f"A cell raised an error (the cells after it still ran): {execution.error}")
+        if budget.ran_out:
+            notes.append(f"Some checks were cut short: {budget.summary()}.")
         if not isolate:
             notes.append("graded WITHOUT the sandbox (--no-sandbox)")
         return Result(score=sum(t.score for t in tests), execution_time=time.monotonic() - start,
-                      output="\n".join(notes), tests=tests, **base)
+                      output="\n".join(notes), tests=tests, timing=budget.to_json(), **base)
     except NotebookError as err:
         return Result(score=0.0, execution_time=time.monotonic() - start, output=f"Not graded: {err}",
                       tests=_all_failed(checks, include_hidden, "not graded (see above)", hints=False),

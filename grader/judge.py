@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import traceback
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from grader import collect
+from grader.budget import Budget, BudgetSpent
 from grader.checks.common import Check, Checks, Fail, Partial
 from grader.execute import Execution, clean_text
 from grader.labs import Lab
@@ -41,6 +43,8 @@ class Context:
     hidden: dict = field(default_factory=dict)  # expectations kept in the grader process only
     execution: Execution | None = None
     new_sandbox: Callable[[Limits], Sandbox] | None = None  # makes a fresh sandbox for probes
+    budget: Budget | None = None  # the submission's time budget, which every probe draws on
+    running: Check | None = None  # the check being judged (a visible one may not run probes on hidden inputs)
     _probes: dict = field(default_factory=dict)
 
     # --- outputs ---------------------------------------------------------------------------
@@ -78,15 +82,25 @@ class Context:
     # --- probes: trusted scripts run in a fresh sandbox over the learner's artifacts ---------
 
     def probe(self, tool: str, inputs: dict | None = None, args: tuple[str, ...] = (),
-              limits: Limits = Limits(wall_seconds=120), needs: tuple[str, ...] = (), raw: bool = False) -> dict:
+              limits: Limits = Limits(wall_seconds=120), needs: tuple[str, ...] = (), raw: bool = False,
+              secret: bool = False) -> dict:
         """Run probe `grader/tools/<tool>.py` in a fresh sandbox over the work dir (read-only); its result.
 
         `inputs` (name → numpy array) are written as .npy files; labels and expected values never go in.
         Results are cached by a hash of the tool, its arguments and its inputs. A work-relative path in
         `needs` that is not there fails the check without starting a sandbox. A probe that reports an
         error raises `Fail` with it (unless `raw`); one the busy machine starved raises `GraderTimeout`.
+        A probe runs with at most what is left of the submission's time budget; with too little left it is
+        not started and the check fails saying so.
+
+        `secret`: the inputs hold hidden scenarios (a corrupted CSV, a holdout, hidden mutants or gate cases).
+        Only hidden checks may run such a probe, so nothing learner code did or printed on hidden inputs can
+        reach visible feedback; a visible check that asks is a grader bug and raises `HiddenInputsError`.
         """
-        from grader.launch import inputs_key, run_probe
+        from grader.launch import inputs_key
+
+        if secret and self.running is not None and self.running.visible:
+            raise HiddenInputsError(f"visible check {self.running.name} asked for probe {tool} on hidden inputs")
 
         for relative in needs:
             try:
@@ -94,18 +108,38 @@ class Context:
             except collect.CollectError as err:
                 raise Fail(f"{err}{self.why_missing()}") from None
         inputs = inputs or {}
-        key = inputs_key(tool, tuple(args), inputs)
+        key = inputs_key(tool, tuple(args), inputs) + (":secret" if secret else "")
         if key not in self._probes:
-            sandbox = self.new_sandbox(limits)
-            try:
-                self._probes[key] = run_probe(sandbox, tool, self.work, inputs, tuple(args)).result
-            finally:
-                sandbox.cleanup()
+            self._probes[key] = self._run_probe(tool, inputs, tuple(args), limits)
         result = self._probes[key]
         if "error" in result and not raw:
             raise Fail(f"{result['error']}{self.why_missing() if 'not found' in str(result['error']) else ''}")
         return result
 
+    def _run_probe(self, tool: str, inputs: dict, args: tuple[str, ...], limits: Limits) -> dict:
+        from grader.launch import run_probe
+
+        cut = False
+        if self.budget is not None:
+            try:
+                wall, cut = self.budget.allow(tool, limits.wall_seconds)
+            except BudgetSpent as spent:
+                if self.budget.starved():
+                    raise GraderTimeout(f"the submission's time budget ran out while the machine was busy "
+                                        f"({self.budget.summary()})") from None
+                raise Fail(str(spent)) from None
+            limits = dataclasses.replace(limits, wall_seconds=wall)
+        sandbox = self.new_sandbox(limits)
+        try:
+            outcome = run_probe(sandbox, tool, self.work, inputs, args)
+        finally:
+            sandbox.cleanup()
+        if self.budget is not None:
+            self.budget.spend(tool, outcome.run, cut)
+            if cut and outcome.run.timed_out:
+                return {"error": f"it was stopped after {limits.wall_seconds:.0f} s, when this submission's time "
+                                 f"budget ran out ({self.budget.summary()})"}
+        return outcome.result
 
     def serve(self, plan: dict, limits: Limits = Limits(wall_seconds=120), label: str = "") -> dict:
         """Start a learner's server in a fresh sandbox (its own loopback-only network), talk to it, stop it.
@@ -121,13 +155,23 @@ class Context:
                           args=("--label", label), limits=limits)
 
 
+class HiddenInputsError(RuntimeError):
+    """A visible check asked for a probe over hidden inputs: a bug in the checks, never the learner's fault."""
+
+
 def judge(checks: Checks, ctx: Context, include_hidden: bool = True) -> list[CheckResult]:
     """Run the checks in declaration order (dependencies come first by construction)."""
     results: dict[str, CheckResult] = {}
     for check in checks:
         if not check.visible and not include_hidden:
             continue
-        results[check.name] = _run_one(check, ctx, results)
+        if ctx is not None:
+            ctx.running = check
+        try:
+            results[check.name] = _run_one(check, ctx, results)
+        finally:
+            if ctx is not None:
+                ctx.running = None
     return list(results.values())
 
 

@@ -728,7 +728,7 @@ def validation_rejects_corrupt(ctx):
     if "corrupted_csv" not in ctx.hidden:
         raise Fail("the corrupted CSV is only available at grading")
     # A probe of its own: the learner's code runs on the hidden CSV here only, and its output is never quoted.
-    result = ctx.probe("dvc_probe", {"corrupted": np.array(ctx.hidden["corrupted_csv"])}, raw=True,
+    result = ctx.probe("dvc_probe", {"corrupted": np.array(ctx.hidden["corrupted_csv"])}, raw=True, secret=True,
                        limits=Limits(wall_seconds=CORRUPTED_SECONDS + 60), needs=(_project(ctx, "dvc.yaml"),),
                        args=("--project", _project(ctx), "--mode", "corrupted", "--raw", RAW, "--stage", "validate",
                              "--seconds", str(CORRUPTED_SECONDS)))

@@ -224,6 +224,18 @@ def inner_command(argv: list[str], writable: list[str], hidden: list[str], share
     return args + ["--"] + list(argv)
 
 
+def sibling_limit(took: list[float], full: float, factor: float = 10.0, floor: float = 3.0) -> float:
+    """The time limit of the next of several like runs of learner code, given how long its siblings took.
+
+    Until three siblings have answered, the full limit; then `factor` times the slowest of them (at least
+    `floor` seconds): a run that stalls while its siblings answer in a fraction of a second is cut off early,
+    and a busy machine, which slows every sibling alike, moves the limit with it.
+    """
+    if len(took) < 3:
+        return full
+    return min(full, max(floor, factor * max(took)))
+
+
 def run_learner(argv: list[str], *, cwd: str, env: dict, timeout: float, writable: list[str],
                 hidden: list[str], share_net: bool = True, stdin: bytes | None = None) -> dict:
     """Run the learner's command (nested sandbox where possible); {exit, timed_out, stdout, stderr}.
