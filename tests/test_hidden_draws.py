@@ -151,3 +151,21 @@ def test_lab02_probe_csv_follows_the_secret(use_secret, tmp_path):
         _, hidden = lab02.prepare(work)
         drawn.append((hidden["probe_csv"], hidden["split_seed"]))
     assert drawn[0] == drawn[2] and drawn[0][0] != drawn[1][0]
+
+
+def test_lab04_every_drawn_corruption_is_caught_by_the_reference_validator(use_secret, tmp_path):
+    import io
+
+    import pandas as pd
+
+    from mlops_kit.pipeline import DataValidationError, validate
+
+    for index in range(12):  # a dozen installations: whatever the secret, the lab's validator names all three
+        use_secret(f"installation number {index} of the course".encode())
+        work = tmp_path / f"lab04-validator-{index}"
+        work.mkdir()
+        hidden = lab04.prepare(work)[1]
+        with pytest.raises(DataValidationError) as err:
+            validate(pd.read_csv(io.StringIO(hidden["corrupted_csv"])))
+        for kind, column in hidden["broken_columns"].items():
+            assert f"'{column}'" in str(err.value), (kind, column, str(err.value))

@@ -53,7 +53,9 @@ VISIBLE_SCENARIOS = (
 # The hidden scenarios are drawn, not listed. Each kind below is one rule of the gate (what it tests and the
 # answer it aims at); the metrics, margins, extra metrics and tests, the test that fails and the order of
 # keys are drawn from the grading installation's secret (grader/secret.py): fixed for a regrade, unknown to
-# anyone who reads this file. The answer graded is always _rule(...) of the drawn instance.
+# anyone who reads this file. The answer graded is always _rule(...) of the drawn instance. The space: each
+# instance draws 1-2 roc_auc values (4-6 digits or a full float), 0-3 of 6 extra metrics per run, 0-3 extra
+# tests and the key order, so a set of 15 is one of far more than 10^100; the 256-bit seed picks one of ~10^77.
 EXTRA_METRICS = ("accuracy", "f1", "precision", "recall", "cv_roc_auc", "log_loss")
 EXTRA_TESTS = ("calibration", "fairness", "robustness", "slice_accuracy", "latency")
 SCENARIO_DIGITS = (4, 5, 6, None)  # roc_auc values as runs log them: rounded, or a full float
