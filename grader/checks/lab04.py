@@ -1,6 +1,6 @@
 """Lab 04 — a reproducible DVC pipeline with validation: judged on the project, then on a clean copy of it.
 
-The checks read the learner's project files (YAML parsed with safe_load, Git objects inflated, files hashed,
+The checks read the learner's project files (YAML parsed with grader.bounded (safe, with size, depth and alias limits), Git objects inflated, files hashed,
 never executed) in the grader's process: each stage of dvc.yaml is judged on its own, against the lab's
 table. Everything that runs DVC or the learner's stage commands runs in the `dvc_probe` sandbox, on a copy,
 with the stages one sandbox further in: pull from the learner's remote, `dvc repro` from scratch, again with
