@@ -4,8 +4,9 @@ The checks read the learner's project files (YAML parsed safely within size, dep
 grader.bounded, Git objects inflated, files hashed, never executed) in the grader's process: each stage of
 dvc.yaml is judged on its own, against the lab's table. Everything that runs DVC or the learner's stage
 commands runs in the `dvc_probe` sandbox, on a copy, with the stages one sandbox further in: pull from the
-learner's remote, `dvc repro` from scratch, again with nothing changed, then with one parameter changed. The hidden check runs a *separate* probe that swaps the
-grader's corrupted CSV in for the raw data; no visible check sees that run.
+learner's remote, `dvc repro` from scratch, again with nothing changed, then with one parameter changed. The
+hidden check runs a *separate* probe that swaps the grader's corrupted CSV in for the raw data; no visible
+check sees that run.
 """
 
 from __future__ import annotations
