@@ -37,6 +37,7 @@ class Result:
     tests: list[CheckResult] = field(default_factory=list)
     status: str = "graded"  # graded | rejected (not gradable as this lab) | error (the grader failed)
     timing: dict | None = None  # how the submission's time budget was spent (grader/budget.py)
+    secret: str = ""  # the fingerprint of the installation secret its hidden data was drawn from (never the secret)
 
     def to_json(self, reveal_hidden: bool = False) -> dict:
         tests = []
@@ -53,7 +54,8 @@ class Result:
                 "score": round(self.score, 4), "max_score": self.max_score,
                 "execution_time": round(self.execution_time, 2), "output": clean_text(self.output, OUTPUT_LIMIT),
                 "tests": tests,
-                **({"timing": self.timing} if self.timing else {})}
+                **({"timing": self.timing} if self.timing else {}),
+                **({"secret_fingerprint": self.secret} if self.secret else {})}
 
 
 def _test_output(t: CheckResult) -> str:
@@ -120,7 +122,7 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
         if not isolate:
             notes.append("graded WITHOUT the sandbox (--no-sandbox)")
         return Result(score=sum(t.score for t in tests), execution_time=time.monotonic() - start,
-                      output="\n".join(notes), tests=tests, timing=budget.to_json(), **base)
+                      output="\n".join(notes), tests=tests, timing=budget.to_json(), secret=_fingerprint(), **base)
     except NotebookError as err:
         return Result(score=0.0, execution_time=time.monotonic() - start, output=f"Not graded: {err}",
                       tests=_all_failed(checks, include_hidden, "not graded (see above)", hints=False),
@@ -204,6 +206,16 @@ def write_results(results: list[Result], path: Path, reveal_hidden: bool = False
     text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     tmp.write_text(text, encoding="utf-8", errors="replace")  # a lone surrogate must not lose the batch
     tmp.replace(path)
+
+
+def _fingerprint() -> str:
+    """The installation secret's fingerprint, or "" where there is none yet (a lab that draws nothing hidden)."""
+    from grader import secret
+
+    try:
+        return secret.fingerprint() if secret.location().exists() else ""
+    except Exception:  # noqa: BLE001 - evidence is a convenience; it never costs a grade
+        return ""
 
 
 def _is_solution(lab, path: Path) -> bool:
