@@ -5,10 +5,14 @@ reference `mlops_kit/data.py` (twice) and against mutants: copies of it with one
 A test suite is as good as the bugs it catches: a mutant is killed when at least one test fails on it.
 The mutants are text patches applied here, in the grader; the probe only sees opaque variant names
 in a random order, so a test cannot tell the reference from a mutant except by testing behaviour.
+Among the visible variants are also behaviour-preserving rewrites of the reference (`equivalent`): a test
+that fails on one of them reads the code's text (a fingerprint of the file, its layout, its line numbers)
+instead of testing what it does, and the mutation checks fail, naming it.
 """
 
 from __future__ import annotations
 
+import ast
 import random
 import re
 import threading
@@ -42,7 +46,13 @@ RUN_TIMEOUT = 20  # seconds of wall clock for one pytest run (one variant)
 REFERENCE_CPU_SECONDS = 6  # the most CPU one run on the reference may use: the suite runs once per variant
 RUNS_BUDGET = 150  # seconds of wall clock for all runs of one submission
 REFERENCE_RUNS = 2  # the reference runs twice, at random places among the mutants
+# Behaviour-preserving rewrites of the reference, run among the visible mutants: a test that fails on one of
+# them tests the code's text (a fingerprint of its source, its layout, its line numbers), not its behaviour.
+# One rewrite that does all of it costs one extra run of the suite (two separate ones cost twice that).
+EQUIVALENTS = ("reformatted, its functions in reverse order, their locals renamed, each result bound to a name "
+               "before it is returned, a private helper and comments added",)
 CHECKS = Checks()
+EQUIVALENT = "equivalent:"
 
 # One planted bug per mutant: (what the bug is, [(text in mlops_kit/data.py, replacement), ...]).
 # Every `old` must occur exactly once in the reference source (prepare() refuses otherwise).
@@ -107,11 +117,79 @@ def mutate(source: str, patches) -> str:
     return source
 
 
+class _Renamer(ast.NodeTransformer):
+    """Rename one function's local variables and function-level import aliases (never its parameters)."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        node.id = self.names.get(node.id, node.id)
+        return node
+
+    def visit_alias(self, node: ast.alias) -> ast.alias:
+        bound = node.asname or node.name
+        if "." not in bound and bound in self.names:
+            node.asname = self.names[bound]
+        return node
+
+
+def _locals(function: ast.FunctionDef) -> set[str]:
+    params = {a.arg for a in (*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs,
+                              function.args.vararg, function.args.kwarg) if a is not None}
+    found = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            found.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.update(a.asname or a.name for a in node.names if "." not in (a.asname or a.name))
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            return set()  # never in the reference; renaming would be unsafe
+    return found - params
+
+
+def equivalent(source: str, how: int = 0) -> str:
+    """A behaviour-preserving rewrite of `source` (EQUIVALENTS[how]); compiled to make sure it is valid.
+
+    Rewrite 0 does all of: reformatted (ast.unparse drops comments, normalises quotes and wrapping), top-level
+    functions in reverse order, locals and function-level import aliases renamed (never parameters), each
+    returned expression bound to a name first, a private helper and comments added."""
+    if how != 0:
+        raise ValueError(f"no equivalent rewrite {how}")
+    tree = ast.parse(source)
+    functions = [i for i, node in enumerate(tree.body) if isinstance(node, ast.FunctionDef)]
+    defs = [tree.body[i] for i in functions]
+    for i, node in zip(functions, reversed(defs)):
+        tree.body[i] = node
+    for node in defs:
+        _Renamer({name: f"_{name}_v" for name in _locals(node)}).visit(node)
+        for stmt in list(ast.walk(node)):
+            for field in ("body", "orelse", "finalbody"):
+                block = getattr(stmt, field, None)
+                if not isinstance(block, list):
+                    continue
+                for j in reversed(range(len(block))):
+                    inner = block[j]
+                    if isinstance(inner, ast.Return) and inner.value is not None \
+                            and not isinstance(inner.value, ast.Name):
+                        block[j:j + 1] = [ast.Assign(targets=[ast.Name("_returned_v", ast.Store())],
+                                                     value=inner.value, lineno=0),
+                                          ast.Return(ast.Name("_returned_v", ast.Load()))]
+    tree.body.append(ast.parse('def _unused_helper_v(value):\n    """Not part of the API."""\n'
+                               '    return value\n').body[0])
+    text = "# an equivalent rewrite of mlops_kit.data\n\n" + ast.unparse(ast.fix_missing_locations(tree)) \
+        + "\n\n# end of the module\n"
+    compile(text, "data.py", "exec")
+    return text
+
+
 def prepare(work: Path) -> tuple[dict, dict]:
     """Write the CSV the notebook looks at; the hidden mutants stay here (the tests make their own data)."""
     reference = reference_source()
     for _, patches in MUTANTS + HIDDEN_MUTANTS:
         mutate(reference, patches)  # fail fast (an authoring error) if the lesson's code moved
+    for how in range(len(EQUIVALENTS)):
+        equivalent(reference, how)
     from mlops_kit.data import write_breast_cancer_csv
 
     write_breast_cancer_csv(work / "data" / "breast_cancer.csv")  # for the warm-up cell; tests make their own
@@ -155,6 +233,8 @@ def _run_probe(ctx, mutants) -> dict:
     reference = reference_source()
     variants: list[tuple[str, str]] = [("reference", reference)] * REFERENCE_RUNS
     variants += [(label, mutate(reference, patches)) for label, patches in mutants]
+    if mutants is MUTANTS:  # the visible probe: the equivalent rewrites too (the hidden one re-uses its verdict)
+        variants += [(f"{EQUIVALENT}{i}", equivalent(reference, i)) for i in range(len(EQUIVALENTS))]
     rng = random.SystemRandom()
     rng.shuffle(variants)
     # a token of its own per variant: no variant is byte-identical to the library's file or to another one
@@ -173,8 +253,12 @@ def _run_probe(ctx, mutants) -> dict:
     for run in references[1:]:
         good &= _passed(run)
     slowest = max(_seconds(run, "cpu_seconds") for run in references)
-    return {"reference": references, "good": good,
-            "mutants": [(label, _killed(run, slowest, good)) for label, run in picked if label != "reference"]}
+    equivalents = {label[len(EQUIVALENT):]: run for label, run in picked if label.startswith(EQUIVALENT)}
+    wrong = {how: sorted(good - _passed(run)) or ["the run"] for how, run in equivalents.items()
+             if _killed(run, slowest, good)}
+    return {"reference": references, "good": good, "text_tests": wrong,
+            "mutants": [(label, _killed(run, slowest, good)) for label, run in picked
+                        if label != "reference" and not label.startswith(EQUIVALENT)]}
 
 
 def _starved(runs) -> None:
@@ -291,6 +375,12 @@ def _score_mutants(ctx, kind: str, what: str):
         raise Fail(f"{TESTS} inspects the implementation itself (found {found.group(0)!r}); mutation testing "
                    "scores tests that call the functions and check their behaviour (results, errors), so "
                    "remove the source/module introspection")
+    text_tests = _results(ctx, "visible").get("text_tests") or {}
+    if text_tests:
+        how, failed = next(iter(text_tests.items()))
+        raise Fail(f"your tests fail on a correct variant of the code ({EQUIVALENTS[int(how)]}; failing: "
+                   f"{', '.join(failed[:3])}): they test its text, not its behaviour. Call the functions and "
+                   "assert on what they return or raise")
     result = _results(ctx, kind)
     if not result["good"]:
         raise Fail(f"none of your tests passes on the reference implementation, so none can catch a {what[:-1]}: "

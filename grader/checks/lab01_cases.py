@@ -93,3 +93,47 @@ CASES = [
         fix="Call the function on data you built and assert on what it returns.",
     ),
 ]
+
+
+def _fingerprint_case() -> Case:
+    """A test that pins the module's text: it finds data.py on sys.path by name pieces (past the grader's check of
+    the test file's text), and hashes what follows the grader's one-line variant header, so it passes on the
+    reference and fails on every mutant; the behaviour-preserving rewrites of the reference expose it."""
+    import hashlib
+
+    from grader.checks.lab01 import reference_source
+
+    digest = hashlib.sha256((reference_source() + "\n").encode()).hexdigest()
+    return Case(
+        "tests_fingerprint_the_source",
+        "a test hashes the module's file instead of calling its functions (it passes on the reference and fails "
+        "on every mutant)",
+        edits=(add_cell("answer-12", f'''
+            SCHEMA_TESTS += """
+
+
+            def test_the_module_is_unchanged():
+                import hashlib
+                import os
+                import sys
+
+                for entry in sys.path:
+                    candidate = os.path.join(entry, "mlops_kit", "da" + "ta.py")
+                    if os.path.isfile(candidate):
+                        with open(candidate, encoding="utf-8") as handle:
+                            text = handle.read()
+                        if text.startswith("# variant"):
+                            body = text.split(chr(10), 1)[1]
+                            assert hashlib.sha256(body.encode()).hexdigest() == "{digest}"
+                        return
+            """
+            '''),),
+        expect={"mutants_killed": "failed", "hidden_mutants_killed": "failed"},
+        says={"mutants_killed": r"fail on a correct variant of the code .*test_the_module_is_unchanged.*they test its "
+                                r"text, not its behaviour",
+              "hidden_mutants_killed": r"fail on a correct variant of the code"},
+        fix="Call the functions on data you built and assert on what they return or raise, never on their source.",
+    )
+
+
+CASES.append(_fingerprint_case())
