@@ -123,8 +123,9 @@ def disk_quota() -> Feature:
     if reason is None:
         return Feature(name, True, "each job dir is a tmpfs with size= and nr_inodes= (the kernel stops a flood "
                        "at the limit; its files are in RAM and count against the job's memory)")
-    return Feature(name, False, f"{reason}. Cost: the writable places are scanned every 0.05-0.25 s instead, so "
-                   "a fast flood overshoots the quota by a few percent before the job is stopped")
+    return Feature(name, False, f"{reason}. Cost: the writable places are scanned instead (0.02-1 s apart, "
+                   "sooner near the limit), so a fast flood overshoots the quota by a few percent before the job "
+                   "is stopped")
 
 
 def bwrap_tmpfs_size() -> Feature:
