@@ -217,7 +217,7 @@ def _mutation_run(ctx, kind: str = "visible") -> dict:
             raise cached[1]
         return cached[1]
     try:
-        result = _run_probe(ctx, MUTANTS if kind == "visible" else ctx.hidden["hidden_mutants"])
+        result = _run_probe(ctx, MUTANTS if kind == "visible" else ctx.hidden["hidden_mutants"], secret=kind != "visible")
     except Fail as failure:
         result = failure
     with _LOCK:
@@ -229,7 +229,7 @@ def _mutation_run(ctx, kind: str = "visible") -> dict:
     return result
 
 
-def _run_probe(ctx, mutants) -> dict:
+def _run_probe(ctx, mutants, secret: bool = False) -> dict:
     reference = reference_source()
     variants: list[tuple[str, str]] = [("reference", reference)] * REFERENCE_RUNS
     variants += [(label, mutate(reference, patches)) for label, patches in mutants]
@@ -242,7 +242,7 @@ def _run_probe(ctx, mutants) -> dict:
               in enumerate(variants)}
     result = ctx.probe("mutation_tests", inputs, args=("--tests", ctx.output(TESTS), "--timeout", str(RUN_TIMEOUT),
                                                         "--budget", str(RUNS_BUDGET)),
-                       limits=Limits(wall_seconds=RUNS_BUDGET + 60), needs=(ctx.output(TESTS),))
+                       limits=Limits(wall_seconds=RUNS_BUDGET + 60), needs=(ctx.output(TESTS),), secret=secret)
     runs = result.get("runs")
     if not isinstance(runs, dict) or not all(isinstance(runs.get(f"v{i:02d}"), dict) for i in range(len(variants))):
         raise Fail("the test probe skipped a run; please report it to your instructor")

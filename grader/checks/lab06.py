@@ -299,7 +299,7 @@ def _decoys(rng: random.Random, count: int) -> list[tuple]:
     return found
 
 
-def _gate(ctx, scenarios, decoys: int) -> list[dict]:
+def _gate(ctx, scenarios, decoys: int, secret: bool = False) -> list[dict]:
     """The gate's answer to each scenario, each asked in its own fresh process, shuffled among decoys."""
     rng = random.Random(f"{ctx.work}:{len(scenarios)}")  # unpredictable per job, stable within it (one probe)
     asked = [(i, s) for i, s in enumerate(scenarios)] + [(None, d) for d in _decoys(rng, decoys)]
@@ -307,7 +307,7 @@ def _gate(ctx, scenarios, decoys: int) -> list[dict]:
     payload = [{"champion": c, "challenger": n, "behaviour": b} for _, (_, c, n, b, *_) in asked]
     result = ctx.probe("mlflow_probe", {"scenarios": np.array(json.dumps(payload))},
                        args=("--mode", "gate", "--output-dir", str(ctx.params.get("output_dir", "outputs")),
-                             "--gate-file", GATE), needs=(ctx.output(GATE),))
+                             "--gate-file", GATE), needs=(ctx.output(GATE),), secret=secret)
     answers = result.get("answers")
     if not isinstance(answers, list) or len(answers) != len(asked):
         raise Fail("your gate module did not answer every scenario")
@@ -437,7 +437,7 @@ def _hidden_answers(ctx) -> tuple[list, list]:
     scenarios = ctx.hidden.get("gate_scenarios")
     if not scenarios:
         raise Fail("the hidden scenarios are only available at grading")
-    return _gate(ctx, scenarios, decoys=4), scenarios
+    return _gate(ctx, scenarios, decoys=4, secret=True), scenarios
 
 
 @CHECKS.add(points=3, visible=False, depends=("gate_imports",), hint="Promote only when all three tests are True "
