@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from grader import assign
+from grader import assign, secret
 from grader.budget import Budget
 from grader.execute import clean_text, execute
 from grader.judge import MESSAGE_LIMIT, CheckResult, Context, judge
@@ -96,7 +96,8 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
         sandbox = Sandbox(limits, isolate=isolate)
         try:
             work = sandbox.mount("work", writable=True)
-            params, hidden = lab_module.prepare(work)
+            with secret.submission(_digest(restored.notebook)):
+                params, hidden = lab_module.prepare(work)
             budget.started = time.monotonic()  # preparing the inputs is the grader's work, not the submission's
             execution = execute(restored.notebook, sandbox, params, cell_timeout=lab.cell_timeout,
                                 not_needed=lab.not_needed)
@@ -208,10 +209,17 @@ def write_results(results: list[Result], path: Path, reveal_hidden: bool = False
     tmp.replace(path)
 
 
+def _digest(notebook: dict) -> str:
+    """A hash of what a submission runs (its code cells), for hidden draws that differ per submission."""
+    import hashlib
+
+    sources = ["".join(c["source"]) if isinstance(c.get("source"), list) else str(c.get("source", ""))
+               for c in notebook.get("cells", []) if c.get("cell_type") == "code"]
+    return hashlib.sha256(json.dumps(sources).encode("utf-8", errors="replace")).hexdigest()
+
+
 def _fingerprint() -> str:
     """The installation secret's fingerprint, or "" where there is none yet (a lab that draws nothing hidden)."""
-    from grader import secret
-
     try:
         return secret.fingerprint() if secret.location().exists() else ""
     except Exception:  # noqa: BLE001 - evidence is a convenience; it never costs a grade

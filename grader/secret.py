@@ -16,6 +16,8 @@ SHA-256.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import hmac
 import os
@@ -125,11 +127,29 @@ def _secret() -> bytes:
     return _cache[path]
 
 
-def seed_for(lab_id: str, purpose: str) -> int:
-    """A 256-bit seed for one lab's hidden draw: HMAC-SHA256 of the secret over the lab id and the purpose.
+_SUBMISSION: contextvars.ContextVar[str] = contextvars.ContextVar("mlops_grade_submission", default="")
+
+
+@contextlib.contextmanager
+def submission(digest: str):
+    """Within this block, `seed_for(..., per_submission=True)` also depends on the submission (`digest`: a hash
+    of what it runs), so a draw whose numbers feedback shows differs from one submission to the next, and a
+    regrade of the same submission draws the same."""
+    token = _SUBMISSION.set(digest)
+    try:
+        yield
+    finally:
+        _SUBMISSION.reset(token)
+
+
+def seed_for(lab_id: str, purpose: str, per_submission: bool = False) -> int:
+    """A 256-bit seed for one lab's hidden draw: HMAC-SHA256 of the secret over the lab id and the purpose
+    (and, with `per_submission`, the digest of the submission being graded; see `submission`).
 
     `random.Random` and `numpy.random.default_rng` take it whole; reduce it (`% 2**32`) for a pandas
     `random_state`."""
+    if per_submission:
+        purpose = f"{purpose}\0{_SUBMISSION.get()}"
     message = f"mlops-grade\0{lab_id}\0{purpose}".encode()
     return int.from_bytes(hmac.new(_secret(), message, hashlib.sha256).digest(), "big")
 

@@ -56,8 +56,9 @@ def prepare(work: Path) -> tuple[dict, dict]:
     public = frame.sample(frac=1.0, random_state=PUBLIC_SEED).reset_index(drop=True)
     (work / "data").mkdir(parents=True, exist_ok=True)
     public.to_csv(work / "data" / "breast_cancer.csv", index=False)
-    # drawn from the installation's secret (grader/secret.py): unknown to learners, the same on a regrade
-    draw = random.Random(seed_for(LAB.id, "probe-csv"))
+    # drawn from the installation's secret (grader/secret.py) and the submission: unknown to learners, the same
+    # on a regrade, another for the next submission (feedback quotes the probe CSV's figures: not worth typing in)
+    draw = random.Random(seed_for(LAB.id, "probe-csv", per_submission=True))
     probe_seed = draw.randrange(2**31)
     rng = np.random.default_rng(probe_seed)
     probe = frame.sample(n=draw.randint(*PROBE_ROWS), random_state=probe_seed).reset_index(drop=True)
