@@ -17,12 +17,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from adversarial_helpers import grade_alone
 
 from grader import assign
 from grader.budget import MIN_PROBE_SECONDS, Budget, BudgetSpent
 from grader.checks import lab03
 from grader.checks.common import Checks
-from grader.grade import grade_notebook, write_results
+from grader.grade import write_results
 from grader.judge import Context, judge
 from grader.launch import ProbeOutcome
 from grader.sandbox import Limits, RunResult
@@ -168,13 +169,8 @@ def test_a_stalling_notebook_holds_its_slot_for_the_budget_only(tmp_path, monkey
                             "execution_count": None, "outputs": [],
                             "source": "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
                                       "time.sleep(1000)\n"})
-    path = tmp_path / "stalls.ipynb"
-    path.write_text(json.dumps(solved), encoding="utf-8")
-    jobs = tmp_path / "jobs"  # the job dirs of this grading only (other graders may share the machine's /tmp)
-    jobs.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(jobs))
     started = time.monotonic()
-    result = grade_notebook(_lab03_with_budget(), path)
+    result, jobs = grade_alone(_lab03_with_budget(), solved, tmp_path, "stalls")
     took = time.monotonic() - started
     assert result.status == "graded", result.output
     # every check judged from a probe says the budget ran out; the file-only checks still score

@@ -15,11 +15,12 @@ import os
 import tempfile
 
 import pytest
+from adversarial_helpers import grade_alone
 
 from grader import assign
 from grader.cases import replace
 from grader.checks import lab06
-from grader.grade import grade_notebook, write_results
+from grader.grade import write_results
 
 GATE_CELL = "answer-07"
 DEF = "def decide(champion_metrics, challenger_metrics, behaviour_results):\n"
@@ -90,15 +91,7 @@ def _notebook(edit: bool) -> dict:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gate")
-    jobs = folder / "jobs"
-    jobs.mkdir()
-    path = folder / "remembering.ipynb"
-    path.write_text(json.dumps(_notebook(edit=True)), encoding="utf-8")
-    previous, tempfile.tempdir = tempfile.tempdir, str(jobs)
-    try:
-        result = grade_notebook(lab06, path)
-    finally:
-        tempfile.tempdir = previous
+    result, _ = grade_alone(lab06, _notebook(edit=True), folder, "remembering")
     return result, folder
 
 

@@ -9,14 +9,14 @@ hidden checks revealed), nor in the result's notes; the hidden check still grade
 from __future__ import annotations
 
 import json
-import tempfile
 
 import pytest
+from adversarial_helpers import grade_alone
 
 from grader import assign
 from grader.cases import replace
 from grader.checks import lab04
-from grader.grade import grade_notebook, write_results
+from grader.grade import write_results
 
 TAG = "SPY-6005"
 # in the validate stage's cmd: on any CSV without all the public columns, print the header and the rows (the
@@ -36,15 +36,7 @@ def _spying_lab() -> dict:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("spy04")
-    jobs = folder / "jobs"
-    jobs.mkdir()
-    path = folder / "spy.ipynb"
-    path.write_text(json.dumps(_spying_lab()), encoding="utf-8")
-    previous, tempfile.tempdir = tempfile.tempdir, str(jobs)
-    try:
-        result = grade_notebook(lab04, path)
-    finally:
-        tempfile.tempdir = previous
+    result, _ = grade_alone(lab04, _spying_lab(), folder, "spy")
     return result, folder
 
 

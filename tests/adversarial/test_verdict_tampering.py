@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import pytest
+from adversarial_helpers import grade_alone
 
 from grader import assign
 from grader.cases import answer
 from grader.checks import lab01
-from grader.grade import grade_notebook, write_results
+from grader.grade import write_results
 
 # honest, weak split tests (they miss most mutants): a score below full marks that tampering could raise
 WEAK_SPLIT_TESTS = '''
@@ -118,17 +118,8 @@ def test_the_tampering_code_is_a_valid_test_module_that_lab_01_accepts():
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tampering")
-    jobs = folder / "jobs"  # this grading's job dirs only (other graders may share /tmp)
-    jobs.mkdir()
-    results = {}
-    previous, tempfile.tempdir = tempfile.tempdir, str(jobs)
-    try:
-        for name, tests in (("honest", WEAK_SPLIT_TESTS), ("tampering", TAMPER + WEAK_SPLIT_TESTS)):
-            path = folder / f"{name}.ipynb"
-            path.write_text(json.dumps(_notebook(tests)), encoding="utf-8")
-            results[name] = grade_notebook(lab01, path)
-    finally:
-        tempfile.tempdir = previous
+    results = {name: grade_alone(lab01, _notebook(tests), folder, name)[0]
+               for name, tests in (("honest", WEAK_SPLIT_TESTS), ("tampering", TAMPER + WEAK_SPLIT_TESTS))}
     return results, folder
 
 
