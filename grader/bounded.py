@@ -21,6 +21,10 @@ class BoundedError(ValueError):
     """Learner data that is not valid, or over a limit; the message names the file and what to do."""
 
 
+class InvalidData(BoundedError):
+    """Learner data that does not parse at all (as opposed to data over a limit)."""
+
+
 def _check_size(text: str, name: str, max_bytes: int, kind: str) -> None:
     # characters ≤ bytes in UTF-8: only a text that might be over the limit is encoded to measure it
     if len(text) > max_bytes and len(text.encode("utf-8", errors="replace")) > max_bytes:
@@ -42,7 +46,7 @@ def load_yaml(text: str, *, name: str = "the YAML file", max_bytes: int = MAX_BY
     try:
         return loader.get_single_data()
     except yaml.YAMLError as err:
-        raise BoundedError(f"{name} is not valid YAML: {str(err).splitlines()[0] if str(err) else err}") from None
+        raise InvalidData(f"{name} is not valid YAML: {str(err).splitlines()[0] if str(err) else err}") from None
     except RecursionError:
         raise BoundedError(f"{name} is nested too deeply to read (more than {max_depth} levels)") from None
     finally:
@@ -137,7 +141,7 @@ def load_json(text: str, *, name: str = "the JSON file", max_bytes: int = 5 * MA
     except RecursionError:
         raise BoundedError(f"{name} is nested deeper than {max_depth} levels") from None
     except ValueError as err:  # JSONDecodeError, and whatever parse_constant raises
-        raise BoundedError(f"{name} is not valid JSON: {err}") from None
+        raise InvalidData(f"{name} is not valid JSON: {err}") from None
     _check_depth(value, name, max_depth)
     return value
 
@@ -151,7 +155,7 @@ def load_toml(text: str, *, name: str = "the TOML file", max_bytes: int = MAX_BY
     try:
         value = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise BoundedError(f"{name} is not valid TOML: {err}") from None
+        raise InvalidData(f"{name} is not valid TOML: {err}") from None
     except RecursionError:
         raise BoundedError(f"{name} is nested deeper than {max_depth} levels") from None
     _check_depth(value, name, max_depth)

@@ -130,17 +130,16 @@ def _run_ok(step: dict, what: str) -> str:
 
 
 def _json_output(stdout: str, what: str) -> object:
-    from grader.bounded import BoundedError, load_json
+    from grader.bounded import BoundedError, InvalidData, load_json
 
-    name = f"what `{what}` printed"
     try:
-        return load_json(stdout, name=name)
-    except BoundedError as err:  # too big or too deep: said as such; not JSON at all: show what it printed
-        if not str(err).startswith(f"{name} is not valid JSON"):
-            raise Fail(str(err)) from None
+        return load_json(stdout, name=f"what `{what}` printed")
+    except InvalidData:  # not JSON at all: show what it printed
         shown = stdout.strip()
         raise Fail(f"`{what}` must print one JSON object and nothing else on stdout; it printed:\n"
                    f"{shown[:300]}{' …' if len(shown) > 300 else ''}") from None
+    except BoundedError as err:  # too big or too deep: said as such
+        raise Fail(str(err)) from None
 
 
 def _frame(csv_text: str):
