@@ -2,6 +2,17 @@
 
 from grader.cases import Case, add_cell, answer, replace
 
+# split tests that only check the parts add up (also the honest baseline of tests/adversarial's tampering case)
+WEAK_SPLIT_TESTS = """
+def test_split_returns_four_parts(Xy):
+    assert len(stratified_split(*Xy)) == 4
+
+
+def test_split_parts_add_up(Xy):
+    X_train, X_test, _, _ = stratified_split(*Xy)
+    assert len(X_train) + len(X_test) == len(Xy[0])
+"""
+
 CASES = [
     Case(
         "one_wrong_expected_value",
@@ -35,17 +46,7 @@ CASES = [
     Case(
         "split_tests_check_too_little",
         "the split tests only check that train and test add up: seed, size, stratification and alignment go untested",
-        edits=(answer("answer-09", """
-            SPLIT_TESTS = '''
-            def test_split_returns_four_parts(Xy):
-                assert len(stratified_split(*Xy)) == 4
-
-
-            def test_split_parts_add_up(Xy):
-                X_train, X_test, _, _ = stratified_split(*Xy)
-                assert len(X_train) + len(X_test) == len(Xy[0])
-            '''
-            """),),
+        edits=(answer("answer-09", f"SPLIT_TESTS = '''{WEAK_SPLIT_TESTS}'''"),),
         expect={"mutants_killed": "partial", "hidden_mutants_killed": "partial"},
         says={"mutants_killed": r"caught \d of 10 mutants", "hidden_mutants_killed": r"caught \d of 7 hidden"},
         fix="Pin down every promise: the same seed gives the same rows, another seed others, exact sizes, class shares.",

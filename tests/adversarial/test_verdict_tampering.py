@@ -15,19 +15,11 @@ from adversarial_helpers import grade_alone
 
 from grader import assign
 from grader.cases import answer
-from grader.checks import lab01
+from grader.checks import lab01, lab01_cases
 from grader.grade import write_results
 
 # honest, weak split tests (they miss most mutants): a score below full marks that tampering could raise
-WEAK_SPLIT_TESTS = '''
-def test_split_returns_four_parts(Xy):
-    assert len(stratified_split(*Xy)) == 4
-
-
-def test_split_parts_add_up(Xy):
-    X_train, X_test, _, _ = stratified_split(*Xy)
-    assert len(X_train) + len(X_test) == len(Xy[0])
-'''
+WEAK_SPLIT_TESTS = lab01_cases.WEAK_SPLIT_TESTS
 
 MARKER = "tamper-daemon-6004"  # in the daemon's command line: it must not outlive the grading
 
@@ -41,9 +33,9 @@ FORGED = json.dumps({"runs": {f"v{i:02d}": {"exit": 1, "timed_out": False, "seco
                                             "killed": True} for i in range(64)}})
 FORGER = """
 import os, sys, time
-FORGED, OUT = sys.argv[1], sys.argv[2]
-for _ in range(400):
-    targets = {OUT + "/result.json"}
+FORGED, OUT, ROUNDS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(ROUNDS):
+    targets = {OUT + "/result.json", OUT + "/result.json.tmp"}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             targets.add(os.path.join(os.readlink("/proc/" + pid + "/cwd"), "result.json"))
@@ -57,21 +49,13 @@ for _ in range(400):
             pass
     time.sleep(0.05)
 """
+SCRIPT = "/tmp/MARKER.py"
+with open(SCRIPT, "w") as handle:
+    handle.write(FORGER)
 
 
 def _forge_once():
-    targets = {OUT + "/result.json", OUT + "/result.json.tmp"}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            targets.add(os.path.join(os.readlink("/proc/" + pid + "/cwd"), "result.json"))
-        except OSError:
-            pass
-    for path in targets:
-        try:
-            with open(path, "w") as handle:
-                handle.write(FORGED)
-        except OSError:
-            pass
+    os.spawnv(os.P_WAIT, sys.executable, [sys.executable, SCRIPT, FORGED, OUT, "1"])
 
 
 def _scribble_memory():
@@ -89,14 +73,11 @@ _scribble_memory()
 if os.fork() == 0:  # a daemon in a new session that outlives the tests and rewrites the verdict later
     os.setsid()
     if os.fork() == 0:
-        script = "/tmp/MARKER.py"
-        with open(script, "w") as handle:
-            handle.write(FORGER)
         null = os.open(os.devnull, os.O_RDWR)  # a proper daemon: it holds none of the run's pipes
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.closerange(3, 4096)
-        os.execv(sys.executable, [sys.executable, script, FORGED, OUT])
+        os.execv(sys.executable, [sys.executable, SCRIPT, FORGED, OUT, "400"])
     os._exit(0)
 '''.replace("MARKER", MARKER)
 
