@@ -24,20 +24,9 @@ from grader.grade import write_results
 
 GATE_CELL = "answer-07"
 DEF = "def decide(champion_metrics, challenger_metrics, behaviour_results):\n"
-# a decide() that wraps the reference one: wrong as soon as it remembers more than the notebook's own calls
-REMEMBERING = DEF.replace("def decide(", "def _right(") + '''    """The reference rule."""
-    if not isinstance(behaviour_results, dict) or any(behaviour_results.get(t) is not True for t in REQUIRED):
-        return False
-    new = _score(challenger_metrics)
-    if new is None:
-        return False
-    if champion_metrics is None:
-        return True
-    old = _score(champion_metrics)
-    return old is not None and new > old
-
-
-_CALLS = []
+# the reference decide() renamed _right(), behind a decide() that is wrong as soon as it remembers more
+# than the notebook's own calls or finds the scenario table
+REMEMBERING = '''_CALLS = []
 
 
 def _remembered():
@@ -75,16 +64,16 @@ def _sees_a_table():
     if _remembered() > 20 or _sees_a_table():
         return not right
     return right
-'''
+
+
+''' + DEF.replace("def decide(", "def _right(")
 
 
 def _notebook(edit: bool) -> dict:
     solved = assign.build_lab(json.loads(lab06.LAB.solution_path.read_text(encoding="utf-8")), lab06.LAB.id,
                               with_solutions=True)
     if edit:
-        start = "\n\n" + DEF
-        replace(GATE_CELL, start, "\n\n" + REMEMBERING + "\n\ndef _unused(champion_metrics, challenger_metrics, "
-                "behaviour_results):\n").apply(solved)
+        replace(GATE_CELL, "\n\n" + DEF, "\n\n" + REMEMBERING).apply(solved)
     return solved
 
 
