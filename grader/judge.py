@@ -165,13 +165,11 @@ def judge(checks: Checks, ctx: Context, include_hidden: bool = True) -> list[Che
     for check in checks:
         if not check.visible and not include_hidden:
             continue
-        if ctx is not None:
-            ctx.running = check
+        ctx.running = check
         try:
             results[check.name] = _run_one(check, ctx, results)
         finally:
-            if ctx is not None:
-                ctx.running = None
+            ctx.running = None
     return list(results.values())
 
 

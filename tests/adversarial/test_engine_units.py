@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 
@@ -116,8 +117,9 @@ def test_npy_outputs_are_never_unpickled(tmp_path):
 
 
 def test_partial_with_nan_scores_zero():
+    from grader.checks import lab03
     from grader.checks.common import Checks, Partial
-    from grader.judge import judge
+    from grader.judge import Context, judge
 
     checks = Checks()
 
@@ -126,7 +128,7 @@ def test_partial_with_nan_scores_zero():
         """Returns a NaN fraction."""
         return Partial(math.nan, "nan")
 
-    [result] = judge(checks, ctx=None)
+    [result] = judge(checks, Context(lab=lab03.LAB, work=Path("."), params={}))
     assert result.score == 0.0 and result.status == "failed"
 
 
