@@ -126,6 +126,26 @@ class _NotNeeded:
         return None
 
 
+BLOCKER = """\
+# mlops-grade: modules not needed here fail to import (scikit-learn's estimator discovery, which skops runs
+# at import, would otherwise load PyTorch for seconds of CPU in every graded notebook)
+import sys as _sys
+
+
+class _NotNeeded:
+    blocked = {blocked!r}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".", 1)[0] in self.blocked:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not needed here)", name=name)
+        return None
+
+
+_sys.meta_path.insert(0, _NotNeeded())
+del _sys
+"""
+
+
 def block_imports(names) -> None:
     """Make the packages `names` unimportable in this process (ModuleNotFoundError, as if not installed)."""
     sys.meta_path.insert(0, _NotNeeded(tuple(names)))

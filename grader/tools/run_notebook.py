@@ -88,32 +88,24 @@ def private_status_stream():
     return status
 
 
-BLOCKER = """\
-# mlops-grade: modules this lab does not need fail to import (scikit-learn's estimator discovery, which skops runs
-# at import, would otherwise load PyTorch for seconds of CPU in every graded notebook)
-import sys as _sys
-
-
-class _NotNeeded:
-    blocked = {blocked!r}
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".", 1)[0] in self.blocked:
-            raise ModuleNotFoundError(f"No module named {{name!r}} (this lab does not use it)", name=name)
-        return None
-
-
-_sys.meta_path.insert(0, _NotNeeded())
-del _sys
-"""
 
 
 def block_in_kernel(modules: list) -> None:
-    """An IPython startup file in the kernel's profile that makes `modules` unimportable there."""
-    folder = os.path.join(os.environ.get("IPYTHONDIR", os.path.expanduser("~/.ipython")), "profile_default", "startup")
-    os.makedirs(folder, exist_ok=True)
+    """An IPython startup file in the kernel's profile that makes `modules` unimportable there, and a
+    sitecustomize on the kernel's PYTHONPATH that does the same in the Python processes it starts (a server)."""
+    from harness import BLOCKER
+
+    blocker = BLOCKER.format(blocked=tuple(m.strip() for m in modules if m.strip()))
+    ipython = os.environ.get("IPYTHONDIR", os.path.expanduser("~/.ipython"))
+    site = os.path.join(ipython, "not-needed-site")
+    folder = os.path.join(ipython, "profile_default", "startup")
+    for path in (site, folder):
+        os.makedirs(path, exist_ok=True)
+    with open(os.path.join(site, "sitecustomize.py"), "w", encoding="utf-8") as handle:
+        handle.write(blocker)
     with open(os.path.join(folder, "00-mlops-grade-not-needed.py"), "w", encoding="utf-8") as handle:
-        handle.write(BLOCKER.format(blocked=tuple(m.strip() for m in modules if m.strip())))
+        handle.write(blocker + f"\nimport os as _os\n_os.environ['PYTHONPATH'] = _os.pathsep.join(p for p in ({site!r}, "
+                     "_os.environ.get('PYTHONPATH', '')) if p)\ndel _os\n")
 
 
 def main() -> None:
@@ -127,11 +119,11 @@ def main() -> None:
     parser.add_argument("--block-imports", default="", help="comma-separated modules the lab does not need")
     args = parser.parse_args()
     status_stream = private_status_stream()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
     if args.block_imports:
         block_in_kernel(args.block_imports.split(","))
     # jsonschema (under nbformat) compiles an IRI grammar at import when rfc3987_syntax is installed: 3 s of CPU
     # per notebook, for a format check nbformat never uses; without it, jsonschema skips that format
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
     from harness import block_imports
 
     block_imports(("rfc3987_syntax",))

@@ -8,7 +8,12 @@ client. Input `plan` (a JSON string) says:
     {"command": [argv], "cwd": "work-relative dir", "env": {..}, "port": 8080, "health": "/healthz",
      "ready_seconds": 30, "requests": [{"name", "method", "path", "json" | "body", "headers", "timeout"}],
      "load": {"method", "path", "json", "requests": 200, "concurrency": 20, "seconds": 20},
-     "stop_grace": 5}
+     "stop_grace": 5, "files": {"name.py": "source"}, "not_needed": ["torch"]}
+
+"{work}" in an env value becomes the work dir's path as the server sees it. `files` are written into a fresh
+folder whose path replaces "{files}" in the command (a service the grader brings,
+e.g. a reference to compare with); `not_needed` packages cannot be imported by the server's Python processes
+(a sitecustomize on its PYTHONPATH, as in graded notebooks: skops would otherwise load PyTorch for seconds).
 
 result.json: {"ready": bool, "ready_seconds": float, "startup": why it never became ready (or ""),
 "responses": {name: {"status", "json" | "text", "headers", "seconds"} | {"error"}}, "load": {...},
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
-from harness import inner_command, inner_sandbox_available, probe_main  # noqa: E402
+from harness import BLOCKER, inner_command, inner_sandbox_available, probe_main  # noqa: E402
 
 BODY_CAP = 64 * 1024
 LOAD_CAP = 5000  # requests, whatever the plan asks
@@ -69,10 +74,21 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
 
     def start(self) -> None:
-        argv = [str(a) for a in self.plan["command"]]
-        env = {**os.environ, "PORT": str(self.port), **{str(k): str(v) for k, v in self.plan.get("env", {}).items()}}
+        home = tempfile.mkdtemp(prefix="server-home-")  # the server's only writable place: what it needs goes here
+        files = os.path.join(home, "files")
+        os.mkdir(files)
+        for name, source in self.plan.get("files", {}).items():
+            Path(files, os.path.basename(str(name))).write_text(str(source), encoding="utf-8")
+        argv = [str(a).replace("{files}", files) for a in self.plan["command"]]
+        env = {**os.environ, "PORT": str(self.port),
+               **{str(k): str(v).replace("{work}", str(self.work)) for k, v in self.plan.get("env", {}).items()}}
+        blocked = [str(m) for m in self.plan.get("not_needed", [])]
+        if blocked:
+            site = os.path.join(home, "site")
+            os.mkdir(site)
+            Path(site, "sitecustomize.py").write_text(BLOCKER.format(blocked=tuple(blocked)), encoding="utf-8")
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH", "")) if p)
         cwd = self.work / self.plan.get("cwd", ".")
-        home = tempfile.mkdtemp(prefix="server-home-")
         env["HOME"] = home
         command = inner_command(argv, writable=[home], hidden=self.hidden) if self.nested else argv
         self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
