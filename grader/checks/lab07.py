@@ -122,7 +122,7 @@ def prepare(work: Path) -> tuple[dict, dict]:
     built = graded_registry()
     shutil.copytree(built / "registry", work / REGISTRY)
     expected = json.loads((built / "expected.json").read_text())
-    params = {"seed": LAB.seed, "registry_dir": REGISTRY, "output_dir": "outputs", "load_seconds": 8}
+    params = {"seed": LAB.seed, "registry_dir": REGISTRY, "output_dir": "outputs", "load_seconds": 10}
     return params, {"golden_rows": _draws()["rows"], "expected": expected["expected"], "info": expected["info"]}
 
 
@@ -327,10 +327,11 @@ def service_ready(ctx):
     if "error" in result:
         raise Fail(result["error"])
     if not result.get("ready"):
-        log = _stderr(result)
+        log, full = _stderr(result), str(result.get("stderr_tail", ""))
         cause = ""
-        if "mlflow" in log and any(sign in log for sign in ("Read-only file system", "registered_model_meta",
-                                                              "No such file", "does not exist")):
+        if "mlflow" in full and any(sign in full for sign in ("Read-only file system", "registered_model_meta",
+                                                              "No such file", "does not exist",
+                                                              "No such artifact", "Errno 2", "Errno 30")):
             cause = (" MLflow's models:/ URIs follow the absolute artifact paths recorded when the registry was "
                      "built, and write into it: the graded registry was built elsewhere and is mounted read-only, as "
                      "in a container. Load with mlops_kit.serving.load_champion(REGISTRY_DIR), which only reads.")
@@ -497,8 +498,8 @@ def load_test_ran(ctx):
         raise Fail(f"load_stats.csv has no /predict row (rows: {list(stats.get('Name', []))[:5]}): the locustfile "
                    "must POST /predict")
     requests, failures = int(predict["Request Count"].sum()), int(predict["Failure Count"].sum())
-    if requests < 20:
-        raise Fail(f"the load test sent {requests} /predict requests: run it for load_seconds with 20 users")
+    if requests < 1:
+        raise Fail("the load test completed no /predict request: run it for load_seconds with 20 users")
     if failures:
         raise Fail(f"{failures} of {requests} load-test requests failed: the locustfile's body does not match the "
                    'contract ({"features": {...}})')
