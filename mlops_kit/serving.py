@@ -134,15 +134,11 @@ def start_service(service_dir: str | Path, target: str, port: int, env: dict | N
 
 
 def stop_service(proc, timeout: float = 20.0) -> int:
-    """SIGTERM the service's process group, SIGKILL what is left after `timeout`; its exit status."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
+    """SIGTERM the service's process group, SIGKILL what is left after `timeout`; its exit status (week 5's
+    `stop_server`: a service is stopped like any server started in its own session)."""
+    from mlops_kit.tracking import stop_server
+
+    return stop_server(proc, timeout)
 
 # %% ../curriculum/07_serving.ipynb #2c2ebc5f
 def run_load_test(locustfile: str | Path, host: str, csv_prefix: str | Path, users: int = 20, spawn_rate: int = 10,
