@@ -15,8 +15,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 # %% auto #0
-__all__ = ['MODEL_NAME', 'EXPERIMENT', 'MAX_BATCH', 'FEATURES', 'LOAD_DELAY_ENV', 'demo_registry', 'load_champion', 'free_port',
-           'start_service', 'stop_service', 'run_load_test', 'load_history', 'latency_plot']
+__all__ = ['MODEL_NAME', 'EXPERIMENT', 'MAX_BATCH', 'FEATURES', 'LOAD_DELAY_ENV', 'LOADER_DIED', 'demo_registry', 'load_champion',
+           'free_port', 'start_service', 'stop_service', 'run_load_test', 'load_history', 'latency_plot']
 
 # %% ../curriculum/07_serving.ipynb #ed2a6600
 MODEL_NAME = "breast-cancer-classifier"
@@ -113,6 +113,9 @@ def _status(url: str) -> int | None:
         return None
 
 
+LOADER_DIED = "Exception in thread"  # a background loader's traceback in the log
+
+
 def start_service(service_dir: str | Path, target: str, port: int, env: dict | None = None,
                   timeout: float = 120.0, host: str = "127.0.0.1"):
     """`bentoml serve target` in `service_dir` on host:port; returns once /readyz answers 200 (its Popen)."""
@@ -126,6 +129,8 @@ def start_service(service_dir: str | Path, target: str, port: int, env: dict | N
     while time.monotonic() < deadline and proc.poll() is None:
         if _status(f"http://{host}:{port}/readyz") == 200:
             return proc
+        if LOADER_DIED in (service_dir / "service.log").read_text(errors="replace"):  # it will never be ready:
+            deadline = min(deadline, time.monotonic() + 5)  # say why now, not after `timeout` seconds
         time.sleep(0.2)
     stop_service(proc)
     tail = (service_dir / "service.log").read_text(errors="replace").splitlines()[-8:]

@@ -68,6 +68,8 @@ EXTRA = {
     "healthy": "",
     "never_ready": "def health():\n    return 503, {'status': 'loading'}",
     "crashes": "def predict(body):\n    os._exit(3)",
+    "loader_died": "def health():\n    return 503, {'status': 'loading'}\n"
+                   "print('Exception in thread Thread-1 (_load):', file=sys.stderr, flush=True)",
     "ignores_sigterm": "signal.signal(signal.SIGTERM, signal.SIG_IGN)",
     "forks_daemon": textwrap.dedent("""
         if os.fork() == 0:
@@ -102,7 +104,7 @@ def _host_processes_with(mark: str) -> list[int]:
     return found
 
 
-def _serve(tmp_path: Path, kind: str, isolate: bool) -> tuple[dict, str]:
+def _serve(tmp_path: Path, kind: str, isolate: bool, **plan_changes) -> tuple[dict, str]:
     mark = f"mlops-service-test-{uuid.uuid4().hex}"
     work = tmp_path / "work"
     work.mkdir()
@@ -112,6 +114,7 @@ def _serve(tmp_path: Path, kind: str, isolate: bool) -> tuple[dict, str]:
                   new_sandbox=lambda limits: Sandbox(limits, isolate=isolate))
     plan = _plan(script)
     plan["env"] = {"SERVICE_MARK": mark}
+    plan.update(plan_changes)
     result = ctx.serve(plan, limits=Limits(wall_seconds=60))
     return result, mark
 
@@ -144,6 +147,15 @@ def test_a_server_that_never_becomes_ready_is_reported_and_stopped(tmp_path, iso
     assert not result["ready"]
     assert "not ready after 8 s: /healthz answered 503" in result["startup"]
     assert result["responses"] == {} and result["load"] is None
+    _nothing_left(mark)
+
+
+def test_a_server_whose_loader_died_is_given_up_on_early(tmp_path, isolate):
+    started = time.monotonic()
+    result, mark = _serve(tmp_path, "loader_died", isolate, ready_seconds=40, give_up_on=["Exception in thread"])
+    assert not result["ready"]
+    assert "its log shows 'Exception in thread'" in result["startup"], result["startup"]
+    assert time.monotonic() - started < 25, "the wait must end GIVE_UP_GRACE after the traceback, not at 40 s"
     _nothing_left(mark)
 
 

@@ -47,6 +47,7 @@ LATENCY_RATIO = 5.0  # the learner's p95 over the reference service's, both at 2
 LOAD = {"requests": 400, "concurrency": 20, "seconds": 5, "timeout": 10}
 STOP_GRACE = 8.0
 GOLDEN_ROWS = 64
+LOADER_DIED = "Exception in thread"  # in the log before ready: the loader died (mlops_kit.serving.LOADER_DIED)
 CHECKS = Checks()
 
 
@@ -201,7 +202,7 @@ def _plan(ctx, requests: list, env: dict, load: dict | None = None, files: dict 
             "env": {"BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "REGISTRY_DIR": registry,
                     **env},
             "port": 8080, "health": "/readyz", "ready_seconds": 60, "requests": requests, "stop_grace": STOP_GRACE,
-            "not_needed": ["torch"]}
+            "not_needed": ["torch"], "give_up_on": [LOADER_DIED]}
     if load:
         plan["load"] = load
     if files:

@@ -8,12 +8,15 @@ client. Input `plan` (a JSON string) says:
     {"command": [argv], "cwd": "work-relative dir", "env": {..}, "port": 8080, "health": "/healthz",
      "ready_seconds": 30, "requests": [{"name", "method", "path", "json" | "body", "headers", "timeout"}],
      "load": {"method", "path", "json", "requests": 200, "concurrency": 20, "seconds": 20},
-     "stop_grace": 5, "files": {"name.py": "source"}, "not_needed": ["torch"]}
+     "stop_grace": 5, "files": {"name.py": "source"}, "not_needed": ["torch"],
+     "give_up_on": ["Exception in thread"]}
 
 "{work}" in an env value becomes the work dir's path as the server sees it. `files` are written into a fresh
 folder whose path replaces "{files}" in the command (a service the grader brings,
 e.g. a reference to compare with); `not_needed` packages cannot be imported by the server's Python processes
 (a sitecustomize on its PYTHONPATH, as in graded notebooks: skops would otherwise load PyTorch for seconds).
+`give_up_on`: texts that, once in the server's log before it is ready, mean it never will be (a loader
+thread's traceback): the wait ends GIVE_UP_GRACE seconds later instead of at ready_seconds.
 
 result.json: {"ready": bool, "ready_seconds": float, "startup": why it never became ready (or ""),
 "responses": {name: {"status", "json" | "text", "headers", "seconds"} | {"error"}}, "load": {...},
@@ -36,6 +39,7 @@ from harness import BLOCKER, inner_command, inner_sandbox_available, probe_main 
 
 BODY_CAP = 64 * 1024
 LOAD_CAP = 5000  # requests, whatever the plan asks
+GIVE_UP_GRACE = 5.0  # seconds a server still gets to become ready once its log shows a give_up_on text
 
 
 def add_arguments(parser) -> None:
@@ -49,7 +53,8 @@ def run(args, inputs) -> dict:
               "nested": server.nested}
     try:
         server.start()
-        ready, why, seconds = server.wait_ready(float(plan.get("ready_seconds", 30)), plan.get("health", "/healthz"))
+        ready, why, seconds = server.wait_ready(float(plan.get("ready_seconds", 30)), plan.get("health", "/healthz"),
+                                                [str(text) for text in plan.get("give_up_on", [])])
         result.update(ready=ready, startup=why, ready_seconds=seconds)
         if ready:
             for request in plan.get("requests", []):
@@ -97,11 +102,15 @@ class Server:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_ready(self, deadline_seconds: float, health: str) -> tuple:
+    def wait_ready(self, deadline_seconds: float, health: str, give_up_on: list = ()) -> tuple:
         """(ready, why not, seconds): the port accepts and `health` answers 200 before the deadline."""
         start = time.monotonic()
-        last = "the port never accepted a connection"
+        last, gave_up = "the port never accepted a connection", ""
         while time.monotonic() - start < deadline_seconds:
+            seen = next((text for text in give_up_on if text in self.stderr_tail(64 * 1024)), None)
+            if seen and not gave_up:
+                deadline_seconds = min(deadline_seconds, time.monotonic() - start + GIVE_UP_GRACE)
+                gave_up = f"; its log shows {seen!r}, after which it cannot become ready"
             if not self.alive():
                 return False, f"the server exited with status {self.proc.returncode} before it was ready", None
             answer = call(self.port, {"method": "GET", "path": health, "timeout": 2})
@@ -110,7 +119,7 @@ class Server:
             if "status" in answer:
                 last = f"{health} answered {answer['status']}"
             time.sleep(0.1)
-        return False, f"not ready after {deadline_seconds:.0f} s: {last}", None
+        return False, f"not ready after {deadline_seconds:.0f} s: {last}{gave_up}", None
 
     def learner_pids(self) -> list:
         """The learner's processes: descendants of our child (bwrap's inner init is one of them)."""
