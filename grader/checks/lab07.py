@@ -47,7 +47,6 @@ LATENCY_RATIO = 5.0  # the learner's p95 over the reference service's, both at 2
 LOAD = {"requests": 400, "concurrency": 20, "seconds": 5, "timeout": 10}
 STOP_GRACE = 8.0
 GOLDEN_ROWS = 64
-LOADER_DIED = "Exception in thread"  # in the log before ready: the loader died (mlops_kit.serving.LOADER_DIED)
 CHECKS = Checks()
 
 
@@ -196,6 +195,8 @@ def service_command(target: str, working_dir: str) -> list[str]:
 
 def _plan(ctx, requests: list, env: dict, load: dict | None = None, files: dict | None = None,
           target: str = f"service:{CLASS}") -> dict:
+    from mlops_kit.serving import LOADER_DIED  # a loader thread's traceback: the service will never be ready
+
     registry = "{work}/" + _registry_dir(ctx)  # the probe writes in the work dir's path as the server sees it
     working_dir = "{files}" if files else "."
     plan = {"command": service_command(target, working_dir), "cwd": ctx.params.get("output_dir", "outputs"),

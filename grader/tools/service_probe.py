@@ -107,8 +107,8 @@ class Server:
         start = time.monotonic()
         last, gave_up = "the port never accepted a connection", ""
         while time.monotonic() - start < deadline_seconds:
-            seen = next((text for text in give_up_on if text in self.stderr_tail(64 * 1024)), None)
-            if seen and not gave_up:
+            seen = None if gave_up else next((t for t in give_up_on if t in self.stderr_tail(64 * 1024)), None)
+            if seen:
                 deadline_seconds = min(deadline_seconds, time.monotonic() - start + GIVE_UP_GRACE)
                 gave_up = f"; its log shows {seen!r}, after which it cannot become ready"
             if not self.alive():
