@@ -130,7 +130,7 @@ def start_service(service_dir: str | Path, target: str, port: int, env: dict | N
         if _status(f"http://{host}:{port}/readyz") == 200:
             return proc
         if LOADER_DIED in (service_dir / "service.log").read_text(errors="replace"):  # it will never be ready:
-            deadline = min(deadline, time.monotonic() + 5)  # say why now, not after `timeout` seconds
+            deadline = min(deadline, time.monotonic() + 15)  # say why soon, not after `timeout` s
         time.sleep(0.2)
     stop_service(proc)
     tail = (service_dir / "service.log").read_text(errors="replace").splitlines()[-8:]

@@ -152,10 +152,10 @@ def test_a_server_that_never_becomes_ready_is_reported_and_stopped(tmp_path, iso
 
 def test_a_server_whose_loader_died_is_given_up_on_early(tmp_path, isolate):
     started = time.monotonic()
-    result, mark = _serve(tmp_path, "loader_died", isolate, ready_seconds=40, give_up_on=["Exception in thread"])
+    result, mark = _serve(tmp_path, "loader_died", isolate, ready_seconds=60, give_up_on=["Exception in thread"])
     assert not result["ready"]
     assert "its log shows 'Exception in thread'" in result["startup"], result["startup"]
-    assert time.monotonic() - started < 25, "the wait must end GIVE_UP_GRACE after the traceback, not at 40 s"
+    assert time.monotonic() - started < 40, "the wait must end GIVE_UP_GRACE after the traceback, not at 60 s"
     _nothing_left(mark)
 
 
