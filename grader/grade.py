@@ -193,6 +193,10 @@ def grade_batch(lab_module, paths: Iterable[Path], jobs: int = 1, on_result: Cal
         for future in pending:
             future.cancel()
         stop_all()
+        if getattr(lab_module, "USES_CONTAINERS", False):
+            from grader import containers
+
+            containers.stop_all()  # builds stopped, containers and images removed
         pool.shutdown(wait=True, cancel_futures=True)
         raise Interrupted([r for r in results if r is not None], len(paths)) from None
     pool.shutdown(wait=True)

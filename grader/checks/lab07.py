@@ -73,6 +73,11 @@ def _draws() -> dict:
     return {"champion": champion, "git_sha": git_sha, "rows": rows}
 
 
+def graded_champion() -> str:
+    """The version the graded registry's champion alias names (drawn from the installation's secret)."""
+    return str(_draws()["champion"])
+
+
 BUILD = """
 import json, sys
 from pathlib import Path
