@@ -68,9 +68,10 @@ class Build:
 def build(context: Path, tag: str, job: str, base_image: str, timeout: float, target: str | None = None) -> Build:
     """`podman build` of context/Containerfile with no network and no pulls, the base image as BASE_IMAGE
     (`target`: only up to that stage)."""
+    # no --label: build labels are part of every layer's cache key, and the cache is what makes a rebuild fast
     command = ["podman", "build", "--format", "docker", "--network", "none", "--pull=never", "--memory", "3g",
-               "--build-arg", f"BASE_IMAGE={base_image}", "--label", f"{LABEL}={job}", "--layers",
-               "-t", tag, "-f", str(context / "Containerfile"), str(context)]
+               "--build-arg", f"BASE_IMAGE={base_image}", "--layers", "-t", tag, "-f", str(context / "Containerfile"),
+               str(context)]
     if target:
         command[2:2] = ["--target", target]
     start = time.monotonic()
@@ -91,8 +92,38 @@ def build(context: Path, tag: str, job: str, base_image: str, timeout: float, ta
                  "\n".join(lines)[-4000:], timed_out)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc's parent links)."""
+    children: dict = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _stop_build(proc: subprocess.Popen) -> str:
-    """SIGTERM to a build (podman then removes its build container), SIGKILL 20 s later; its output."""
+    """Kill what the build's current step runs, so podman fails the step and removes its working container
+    itself; SIGTERM and then SIGKILL to podman only if it does not exit. Its output."""
+    for pid in _descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        out, _ = proc.communicate(timeout=20)
+        return out or ""
+    except subprocess.TimeoutExpired:
+        pass
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
@@ -224,16 +255,22 @@ def cleanup(job: str) -> None:
     listed = podman("ps", "-a", "-q", "--filter", f"label={LABEL}={job}", timeout=60).stdout.split()
     if listed:
         podman("rm", "-f", "-t", "0", *listed, timeout=120)
-    images = podman("images", "-q", "--filter", f"label={LABEL}={job}", timeout=60).stdout.split()
+    images = _images_of(job)
     if images:
-        podman("rmi", "-f", *sorted(set(images)), timeout=120)
+        podman("rmi", "-f", *images, timeout=120)
+
+
+def _images_of(job: str) -> list[str]:
+    """The tags of `job`'s images (localhost/<job>:...)."""
+    done = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference=localhost/{job}",
+                  timeout=60)
+    return sorted({line for line in done.stdout.split() if line.startswith(f"localhost/{job}:")})
 
 
 def leftovers(job: str) -> list[str]:
     """Containers and images of `job` still there (a test's proof that cleanup worked)."""
     containers = podman("ps", "-a", "-q", "--filter", f"label={LABEL}={job}", timeout=60).stdout.split()
-    images = podman("images", "-q", "--filter", f"label={LABEL}={job}", timeout=60).stdout.split()
-    return [f"container {c}" for c in containers] + [f"image {i}" for i in images]
+    return [f"container {c}" for c in containers] + [f"image {i}" for i in _images_of(job)]
 
 
 def stop_all() -> int:
@@ -247,19 +284,30 @@ def stop_all() -> int:
 
 
 def sweep_stale(max_age: float = STALE_SECONDS, prefix: str = "lab") -> int:
-    """Remove containers and images of grading jobs (`prefix`...) older than `max_age`: a grader killed mid-job
-    leaves them. The reference images stay: they are the build cache."""
+    """Remove containers and images of grading jobs (`prefix`...) older than `max_age`, which a grader killed
+    mid-job leaves, and build-cache layers nothing has used for that long. The reference images stay: they are
+    the cache a learner following the lesson reuses."""
     now, removed = time.time(), 0
-    for listing, remove in ((["ps", "-a"], ["rm", "-f", "-t", "0"]), (["images"], ["rmi", "-f"])):
-        done = podman(*listing, "--filter", f"label={LABEL}", "--format", "json", timeout=60)
-        try:
-            items = json.loads(done.stdout or "[]")
-        except ValueError:
-            continue
-        old = [item.get("Id") or item.get("ID") for item in items if now - float(item.get("Created") or now) > max_age
-               and str((item.get("Labels") or {}).get(LABEL, "")).startswith(prefix)]
-        old = [i for i in old if i]
-        if old:
-            podman(*remove, *old, timeout=120)
-            removed += len(old)
+    done = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "json", timeout=60)
+    try:
+        items = json.loads(done.stdout or "[]")
+    except ValueError:
+        items = []
+    old = [item.get("Id") for item in items if now - float(item.get("Created") or now) > max_age
+           and str((item.get("Labels") or {}).get(LABEL, "")).startswith(prefix) and item.get("Id")]
+    if old:
+        podman("rm", "-f", "-t", "0", *old, timeout=120)
+        removed += len(old)
+    done = podman("images", "--format", "json", "--filter", f"reference=localhost/{prefix}*", timeout=60)
+    try:
+        items = json.loads(done.stdout or "[]")
+    except ValueError:
+        items = []
+    old = [name for item in items if now - float(item.get("Created") or now) > max_age
+           for name in item.get("Names") or [] if name.startswith(f"localhost/{prefix}")]
+    if old:
+        podman("rmi", "-f", *old, timeout=120)
+        removed += len(old)
+    if max_age > 0:
+        podman("image", "prune", "-f", "--filter", f"until={int(max_age)}s", timeout=300)
     return removed
