@@ -219,23 +219,28 @@ def stop(name: str, grace: int) -> dict:
             "killed": after.get("exit_code") == 137 or seconds >= grace}
 
 
-def find_in_image(tag: str, needles: list[bytes], max_files: int = 60000, max_bytes: int = 2**20) -> list[str]:
-    """Paths of files in the image (mounted read-only on the host) holding any of `needles`: files over
-    `max_bytes` and links are not read, and the walk stops after `max_files` files."""
+def look_inside(tag: str, needles: list[bytes], max_files: int = 60000, max_bytes: int = 2**20) -> dict:
+    """What the image holds (mounted read-only on the host): `found`, paths of files holding any of `needles`
+    (files over `max_bytes` and links are not read; the walk stops after `max_files` files), and `bulk`, bytes of
+    what a service image should not carry (wheel files by folder, pip's cache; Debian's ensurepip wheels aside)."""
     done = podman("image", "mount", tag, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"podman image mount failed: {done.stderr.strip()[-300:]}")
-    root, found, seen = done.stdout.strip(), [], 0
+    root, found, bulk, seen = done.stdout.strip(), [], {}, 0
     try:
         for folder, dirs, files in os.walk(root):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+            where = "/" + os.path.relpath(folder, root)
             for file in files:
                 seen += 1
                 if seen > max_files:
-                    return found
+                    return {"found": found, "bulk": bulk}
                 path = os.path.join(folder, file)
                 try:
                     info = os.lstat(path)
+                    if (file.endswith(".whl") and where != "/usr/share/python-wheels") or "/.cache/pip" in where:
+                        key = f"{where}/*.whl" if file.endswith(".whl") else "pip's cache (~/.cache/pip)"
+                        bulk[key] = bulk.get(key, 0) + info.st_size
                     if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
                         continue  # links, devices (an image's /dev/console blocks on open), fifos, big files
                     with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK | os.O_NOFOLLOW)) as handle:
@@ -246,7 +251,7 @@ def find_in_image(tag: str, needles: list[bytes], max_files: int = 60000, max_by
                     found.append("/" + os.path.relpath(path, root))
     finally:
         podman("image", "unmount", tag, timeout=60)
-    return found
+    return {"found": found, "bulk": bulk}
 
 
 def cleanup(job: str) -> None:

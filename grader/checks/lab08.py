@@ -596,7 +596,8 @@ def _live(ctx) -> dict:
         result["logs"] = containers.logs(name)
         mark = step("health and stop", mark)
         needles = [ctx.hidden["token"].encode()]
-        result["secret_in_files"] = containers.find_in_image(tag, needles)
+        inside = containers.look_inside(tag, needles)
+        result["secret_in_files"], result["bulk"] = inside["found"], inside["bulk"]
         image = result["image"]
         result["secret_in_config"] = [line[:120] for line in image.get("env", []) + image.get("history", [])
                                       if ctx.hidden["token"] in line]
@@ -736,7 +737,10 @@ def healthcheck_works(ctx):
         raise Fail("the image has no HEALTHCHECK (podman keeps it only in docker format; the grader builds so)")
     status, output = result.get("health") or (1, "not run")
     if status != 0:
-        raise Fail(f"the HEALTHCHECK failed on a ready service (exit {status}): {output[-300:]}")
+        test = " ".join(str(part) for part in ((result.get("image") or {}).get("healthcheck") or {}).get("Test") or [])
+        tool = next((t for t in ("curl", "wget") if t in test), None)
+        cause = f": it runs {tool}, which is not in the image" if tool else f": {output[-300:]}"
+        raise Fail(f"the HEALTHCHECK failed on a ready service (exit {status}){cause}")
 
 
 @CHECKS.add(points=2, hint="STOPSIGNAL SIGTERM and a CMD in exec (JSON) form, so the signal reaches the server "
@@ -759,9 +763,11 @@ def image_size(ctx):
     if not reference:
         raise Fail("skipped: the reference image could not be measured")
     if size > SIZE_RATIO * reference:
+        bulk = sorted((result.get("bulk") or {}).items(), key=lambda item: -item[1])
+        seen = "; in it: " + ", ".join(f"{where} ({size_ / 2**20:.0f} MB)" for where, size_ in bulk[:3]) if bulk \
+            else ": something the service does not need is in its layers (the wheelhouse, pip's cache, build tools)"
         raise Fail(f"the image is {size / 2**20:.0f} MB, {size / reference:.2f}x the reference's "
-                   f"{reference / 2**20:.0f} MB (at most {SIZE_RATIO:.2f}x): something the service does not need "
-                   "is in its layers (the wheelhouse, pip's cache, build tools)")
+                   f"{reference / 2**20:.0f} MB (at most {SIZE_RATIO:.2f}x){seen}")
 
 
 @CHECKS.add(points=2, hint="COPY only what the service needs, and list .env in .dockerignore",
