@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -25,6 +26,7 @@ from mlops_kit.containers import engine_env
 
 LABEL = "mlops-grade.job"
 CLIENT = Path(__file__).with_name("tools") / "container_client.py"
+RACE = re.compile(r"identifier is not an? (image|container)|layer not known")  # storage shared with other builds
 STALE_SECONDS = 3600  # a job's containers and images older than this belong to a grader that died: removed
 _BUILDS: dict = {}  # job -> the podman build process running for it, for stop_all()
 _JOBS: set = set()  # jobs with containers or images now, for stop_all()
@@ -68,7 +70,8 @@ class Build:
 def build(context: Path, tag: str, job: str, base_image: str, timeout: float, target: str | None = None) -> Build:
     """`podman build` of context/Containerfile with no network and no pulls, the base image as BASE_IMAGE
     (`target`: only up to that stage)."""
-    # no --label: build labels are part of every layer's cache key, and the cache is what makes a rebuild fast
+    # no --label: a job's images are found by their tag, and the build stays the same as the reference's, whose
+    # layers are the cache that makes a learner's rebuild fast
     command = ["podman", "build", "--format", "docker", "--network", "none", "--pull=never", "--memory", "3g",
                "--build-arg", f"BASE_IMAGE={base_image}", "--layers", "-t", tag, "-f", str(context / "Containerfile"),
                str(context)]
@@ -76,17 +79,20 @@ def build(context: Path, tag: str, job: str, base_image: str, timeout: float, ta
         command[2:2] = ["--target", target]
     start = time.monotonic()
     _JOBS.add(job)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=engine_env(),
-                            start_new_session=True)
-    _BUILDS[job] = proc
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        out = _stop_build(proc)
-        timed_out = True
-    finally:
-        _BUILDS.pop(job, None)
+    for attempt in (1, 2):  # a build that lost a race with another build over a cached layer runs once more
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=engine_env(), start_new_session=True)
+        _BUILDS[job] = proc
+        try:
+            out, _ = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            out = _stop_build(proc)
+            timed_out = True
+        finally:
+            _BUILDS.pop(job, None)
+        if proc.returncode == 0 or timed_out or attempt == 2 or not RACE.search(out or ""):
+            break
     lines = [line for line in (out or "").splitlines() if "level=warning" not in line or "HEALTHCHECK" in line]
     return Build(proc.returncode == 0 and not timed_out, round(time.monotonic() - start, 1),
                  "\n".join(lines)[-4000:], timed_out)
