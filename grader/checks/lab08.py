@@ -186,7 +186,7 @@ def non_root_user(ctx):
 @CHECKS.add(points=2, hint="HEALTHCHECK CMD python3 -c \"import urllib.request; urllib.request.urlopen("
             "'http://127.0.0.1:3000/readyz', timeout=2)\"; STOPSIGNAL SIGTERM", section="8.6 Health and shutdown")
 def health_and_stop_signal(ctx):
-    """The final stage declares a HEALTHCHECK on /readyz with a tool the image has, and a STOPSIGNAL."""
+    """The final stage declares a HEALTHCHECK on /readyz with a tool the image has, a STOPSIGNAL and EXPOSE 3000."""
     final = parsed(ctx).final
     problems = []
     check = final.last("HEALTHCHECK")
@@ -203,6 +203,8 @@ def health_and_stop_signal(ctx):
                             "it is ready to answer")
     if final.last("STOPSIGNAL") is None:
         problems.append("no STOPSIGNAL: say which signal stops the service cleanly (SIGTERM)")
+    if not any(w.split("/")[0] == str(PORT) for item in final.all("EXPOSE") for w in item.words()):
+        problems.append(f"no EXPOSE {PORT}: the image should say which port it serves on")
     if problems:
         raise Fail("; ".join(problems))
 
@@ -684,6 +686,8 @@ def runs_hardened(ctx):
         cause = " It tried to write outside /tmp on the read-only root: point BENTOML_HOME (and anything else) at /tmp."
     elif "Permission denied" in log:
         cause = " The non-root user cannot read or write something it needs: check the owner of what you COPY."
+    elif "no registry at" in log:
+        cause = " The service found no registry: the image must set REGISTRY_DIR=/registry, where it is mounted."
     elif "No module named" in log or "not found" in log:
         cause = " A module or command is missing from the final image: does it copy the builder's environment " \
                 "and put /opt/venv/bin on PATH?"
