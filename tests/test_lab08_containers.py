@@ -154,3 +154,39 @@ def test_stale_jobs_of_a_dead_grader_are_swept(tmp_path):
         assert containers.leftovers(job) == []
     finally:
         containers.cleanup(job)
+
+
+def test_run_flags_that_reach_for_the_host_are_refused_before_building():
+    from grader.checks.lab08 import host_requests
+
+    ok = containerfile.parse("FROM x\nRUN --mount=type=cache,target=/root/.cache/pip pip install -r r.txt\n")
+    assert host_requests(ok) == ""
+    for flag in ("--network=host", "--security=insecure", "--mount=type=bind,source=/,target=/host"):
+        refused = host_requests(containerfile.parse(f"FROM x\nRUN {flag} cat /etc/shadow\n"))
+        assert "line 2" in refused and flag.split("=")[0] in refused
+
+
+def test_a_baseline_cannot_make_the_secrets_probe_import_code(tmp_path):
+    import json
+    import sys
+
+    from grader.labs import REPO
+
+    sys.path.insert(0, str(REPO / "grader" / "tools"))
+    import supply_chain_probe as probe
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').write('x')\ndef f(filename):\n    return True\n")
+    (tmp_path / "project").mkdir()
+    project = tmp_path / "project"
+    (project / "config.py").write_text('password = "hunter2-but-longer-9f8e7d"\n')
+    baseline = {"version": "1.5.0", "results": {},
+                "plugins_used": [{"name": "KeywordDetector"}, {"name": "Evil", "path": f"file://{evil}"}],
+                "filters_used": [{"path": f"file://{evil}::f"},
+                                 {"path": "detect_secrets.filters.wordlist.should_exclude_secret",
+                                  "file_name": str(evil), "min_length": 3, "file_hash": "x"}]}
+    (project / ".secrets.baseline").write_text(json.dumps(baseline))
+    result = probe.secrets(project, None)
+    assert not marker.exists()
+    assert [(f["filename"], f["type"]) for f in result["new"]] == [("config.py", "Secret Keyword")]
