@@ -94,7 +94,10 @@ def build(context: Path, tag: str, job: str, base_image: str, timeout: float, ta
         if proc.returncode == 0 or timed_out or attempt == 2 or not RACE.search(out or ""):
             break
     lines = [line for line in (out or "").splitlines() if "level=warning" not in line or "HEALTHCHECK" in line]
-    return Build(proc.returncode == 0 and not timed_out, round(time.monotonic() - start, 1),
+    # podman can tag the image and then fail to delete a build container another build touched: the image is built
+    tagged = proc.returncode != 0 and not timed_out and f"Successfully tagged {tag}" in (out or "") \
+        and image_exists(tag)
+    return Build((proc.returncode == 0 or tagged) and not timed_out, round(time.monotonic() - start, 1),
                  "\n".join(lines)[-4000:], timed_out)
 
 
