@@ -148,3 +148,16 @@ def seeded_split(ctx, test_size: float):
     frame = public_frame(ctx)
     return stratified_split(frame.drop(columns="target"), frame["target"], test_size=test_size,
                             seed=int(ctx.params["seed"]))
+
+
+def solution_file(lab, name: str) -> str:
+    """A file the lab's solution notebook writes with `%%writefile {output_dir}/<name>`, solution markers and hints
+    dropped: what a grader serves or builds as the reference."""
+    import json
+
+    for cell in json.loads(lab.solution_path.read_text(encoding="utf-8"))["cells"]:
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if source.startswith(f"%%writefile {{output_dir}}/{name}"):
+            lines = source.splitlines()[1:]
+            return "\n".join(line for line in lines if not line.startswith(("### BEGIN", "### END", "# Hint:"))) + "\n"
+    raise RuntimeError(f"the solution of {lab.id} writes no {name}")

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from grader.checks.common import Checks, Fail, Partial
+from grader.checks.common import Checks, Fail, Partial, solution_file
 from grader.labs import REPO, Lab
 from grader.secret import fingerprint, seed_for
 
@@ -262,13 +262,7 @@ def reference(ctx) -> dict:
 
 def reference_source() -> str:
     """The service the solution notebook writes (its %%writefile cell, solution markers dropped)."""
-    cells = json.loads(LAB.solution_path.read_text(encoding="utf-8"))["cells"]
-    for cell in cells:
-        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        if source.startswith(f"%%writefile {{output_dir}}/{SERVICE}"):
-            lines = source.splitlines()[1:]
-            return "\n".join(line for line in lines if not line.startswith(("### BEGIN", "### END", "# Hint:"))) + "\n"
-    raise RuntimeError(f"the solution writes no {SERVICE}")
+    return solution_file(LAB, SERVICE)
 
 
 def _running(ctx) -> dict:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 from grader import containerfile
 from grader.checks import lab07
-from grader.checks.common import Checks, Fail
+from grader.checks.common import Checks, Fail, solution_file
 from grader.labs import Lab
 from grader.secret import seed_for
 
@@ -466,14 +466,7 @@ def _context(ctx, job: str) -> Path:
 
 
 def _solution_file(name: str) -> str:
-    """A file the solution notebook writes with %%writefile (solution markers dropped)."""
-    cells = json.loads(LAB.solution_path.read_text(encoding="utf-8"))["cells"]
-    for cell in cells:
-        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        if source.startswith(f"%%writefile {{output_dir}}/{name}"):
-            lines = source.splitlines()[1:]
-            return "\n".join(line for line in lines if not line.startswith(("### BEGIN", "### END", "# Hint:"))) + "\n"
-    raise RuntimeError(f"the solution writes no {name}")
+    return solution_file(LAB, name)
 
 
 _REFERENCE: dict = {}  # digest -> (image size, builder tag): built once per grader installation and process
