@@ -228,38 +228,60 @@ def stop(name: str, grace: int) -> dict:
             "killed": after.get("exit_code") == 137 or seconds >= grace}
 
 
-def look_inside(tag: str, needles: list[bytes], max_files: int = 60000, max_bytes: int = 2**20) -> dict:
-    """What the image holds (mounted read-only on the host): `found`, paths of files holding any of `needles`
-    (files over `max_bytes` and links are not read; the walk stops after `max_files` files), and `bulk`, bytes of
-    what a service image should not carry (wheel files by folder, pip's cache; Debian's ensurepip wheels aside)."""
-    done = podman("image", "mount", tag, timeout=120)
-    if done.returncode != 0:
-        raise RuntimeError(f"podman image mount failed: {done.stderr.strip()[-300:]}")
-    root, found, bulk, seen = done.stdout.strip(), [], {}, 0
+def _layers(tag: str) -> list[str]:
+    """The folders of the image's layers, base first (overlay storage), or [] where the driver keeps none."""
+    done = podman("image", "inspect", tag, "--format", "json", timeout=60)
     try:
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
-            where = "/" + os.path.relpath(folder, root)
-            for file in files:
-                seen += 1
-                if seen > max_files:
-                    return {"found": found, "bulk": bulk}
-                path = os.path.join(folder, file)
-                try:
-                    info = os.lstat(path)
-                    if (file.endswith(".whl") and where != "/usr/share/python-wheels") or "/.cache/pip" in where:
-                        key = f"{where}/*.whl" if file.endswith(".whl") else "pip's cache (~/.cache/pip)"
-                        bulk[key] = bulk.get(key, 0) + info.st_size
-                    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
-                        continue  # links, devices (an image's /dev/console blocks on open), fifos, big files
-                    with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK | os.O_NOFOLLOW)) as handle:
-                        data = handle.read(max_bytes)
-                except OSError:
-                    continue
-                if any(needle in data for needle in needles):
-                    found.append("/" + os.path.relpath(path, root))
+        driver = json.loads(done.stdout)[0].get("GraphDriver") or {}
+    except (ValueError, IndexError):
+        return []
+    data = driver.get("Data") or {}
+    lower = [p for p in str(data.get("LowerDir", "")).split(":") if p]
+    upper = [str(data["UpperDir"])] if data.get("UpperDir") else []
+    return list(reversed(lower)) + upper
+
+
+def look_inside(tag: str, needles: list[bytes], max_files: int = 100000, max_bytes: int = 2**20) -> dict:
+    """What the image's layers hold — every layer, so a file a later `RUN rm` hid still counts, as it still ships:
+    `found`, paths of files holding any of `needles` (files over `max_bytes` and links are not read; the walk stops
+    after `max_files` files), and `bulk`, bytes of what a service image should not carry (wheel files by folder,
+    pip's cache; Debian's ensurepip wheels aside)."""
+    roots, mounted = _layers(tag), False
+    if not roots:  # not overlay: the merged file system is what can be read
+        done = podman("image", "mount", tag, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"podman image mount failed: {done.stderr.strip()[-300:]}")
+        roots, mounted = [done.stdout.strip()], True
+    found, bulk, seen = [], {}, 0
+    try:
+        for root in roots:
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+                where = "/" + os.path.relpath(folder, root).lstrip(".")
+                for file in files:
+                    seen += 1
+                    if seen > max_files:
+                        return {"found": found, "bulk": bulk}
+                    path = os.path.join(folder, file)
+                    try:
+                        info = os.lstat(path)
+                        if stat.S_ISREG(info.st_mode) and ((file.endswith(".whl") and where !=
+                                                            "/usr/share/python-wheels") or "/.cache/pip" in where):
+                            key = f"{where.rstrip('/')}/*.whl" if file.endswith(".whl") else "pip's cache (~/.cache/pip)"
+                            bulk[key] = bulk.get(key, 0) + info.st_size
+                        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+                            continue  # links, devices (/dev/console blocks on open), whiteouts, fifos, big files
+                        with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK | os.O_NOFOLLOW)) as handle:
+                            data = handle.read(max_bytes)
+                    except OSError:
+                        continue
+                    if any(needle in data for needle in needles):
+                        shown = "/" + os.path.relpath(path, root)
+                        if shown not in found:
+                            found.append(shown)
     finally:
-        podman("image", "unmount", tag, timeout=60)
+        if mounted:
+            podman("image", "unmount", tag, timeout=60)
     return {"found": found, "bulk": bulk}
 
 

@@ -770,12 +770,12 @@ def image_size(ctx):
 @CHECKS.add(points=2, hint="COPY only what the service needs, and list .env in .dockerignore",
             section="8.7 What goes into the build context", depends=("image_builds",))
 def no_secret_in_image(ctx):
-    """The build context's .env (the grader put a token of its own in it) reaches no file, ENV or layer."""
+    """The build context's .env (the grader put a token of its own in it) reaches no layer, ENV or history entry."""
     result = _built(ctx)
     files, config = result.get("secret_in_files") or [], result.get("secret_in_config") or []
     if files:
-        raise Fail(f"the token in the build context's .env is inside the image, in {', '.join(files[:3])}: "
-                   "anyone who pulls the image can read it")
+        raise Fail(f"the token in the build context's .env is inside the image's layers, in {', '.join(files[:3])}: "
+                   "anyone who pulls the image can read it (a later `RUN rm` hides a file; its layer still ships it)")
     if config:
         raise Fail("the token in .env is in the image's configuration or history")
 

@@ -49,11 +49,12 @@ CASES = [
          expect={"non_root_user": "failed", "runs_as_non_root": "failed", "hadolint_clean": "failed"},
          says={"non_root_user": r"no USER", "runs_as_non_root": r"uid 0", "hadolint_clean": r"DL3000"},
          fix="USER 1000 before CMD; an absolute WORKDIR."),
-    Case("copies_everything", "copied the whole folder into the final image and wrote an empty .dockerignore",
-         edits=(replace(FILE, "COPY service.py settings.py /app/", "COPY . /app/"),
+    Case("copies_everything", "copied the whole folder into the final image, deleted .env there with RUN rm, and "
+         "wrote an empty .dockerignore",
+         edits=(replace(FILE, "COPY service.py settings.py /app/", "COPY . /app/\nRUN rm -f /app/.env"),
                 answer(IGNORE, "%%writefile {output_dir}/.dockerignore\n# nothing to hide\n")),
          expect={"dockerignore": "failed", "no_secret_in_image": "failed", "image_size": "failed"},
-         says={"dockerignore": r"\.env is not excluded", "no_secret_in_image": r"inside the image, in /app/\.env"},
+         says={"dockerignore": r"\.env is not excluded", "no_secret_in_image": r"inside the image's layers, in /app/\.env"},
          fix="COPY only service.py and settings.py; exclude .env, .git and the registry in .dockerignore."),
     Case("code_before_install", "copied the project before installing, and passed a registry token as a build "
          "argument with its value",
