@@ -373,8 +373,8 @@ def lock_versions() -> dict:
 @CHECKS.add(points=2, hint="write_sbom(f'{output_dir}/requirements.txt', f'{output_dir}/sbom.json'): the SBOM of "
             "what the image installs, not of your notebook's environment", section="8.9 A software bill of materials")
 def sbom_matches_lock(ctx):
-    """sbom.json is a CycloneDX SBOM listing the service's direct dependencies at the lock's versions, and nothing
-    the image does not install."""
+    """sbom.json is a CycloneDX SBOM listing every package of the lock at its version (the direct dependencies
+    first among them), and nothing the image does not install."""
     import re
 
     path = ctx.output(SBOM)
@@ -394,6 +394,13 @@ def sbom_matches_lock(ctx):
             problems.append(f"{name} is missing")
         elif listed[name] != lock[name]:
             problems.append(f"{name} is {listed[name] or 'without a version'}, the lock says {lock[name]}")
+    transitive = sorted(name for name in set(lock) - set(listed) - set(DIRECT))
+    if transitive:
+        problems.append(f"{len(transitive)} package(s) the image installs are not listed ({', '.join(transitive[:5])}): "
+                        "an SBOM lists everything in the image, what your dependencies pulled in too")
+    wrong = sorted(name for name in set(lock) & set(listed) - set(DIRECT) if listed[name] != lock[name])
+    if wrong:
+        problems.append(f"{len(wrong)} version(s) differ from the lock ({', '.join(wrong[:5])})")
     extra = sorted(set(listed) - set(lock))
     if extra:
         problems.append(f"{len(extra)} component(s) the image does not install ({', '.join(extra[:5])}): this is the "
