@@ -53,6 +53,14 @@ class Budget:
             self.cpu_seconds += run.cpu_seconds
         self.load = max(self.load, run.load)
 
+    def record(self, part: str, seconds: float, timed_out: bool, cut: bool) -> None:
+        """Record a part that ran outside a sandbox (no cgroup measured its CPU), e.g. a container build."""
+        self.parts.append((part, seconds, cut and timed_out))
+        if cut and timed_out:
+            self.ran_out = self.ran_out or part
+        self.cpu_known = False
+        self.load = max(self.load, os.getloadavg()[0])
+
     def starved(self) -> bool:
         """Whether the budget ran out because the machine was too busy (see `launch.starved`): regrade it."""
         if not self.cpu_known:

@@ -141,6 +141,13 @@ class Context:
                                  f"budget ran out ({self.budget.summary()})"}
         return outcome.result
 
+    def once(self, key: str, compute: Callable[[], dict]) -> dict:
+        """`compute()`'s result, computed once per submission and kept beside the probes' (work a lab does in the
+        grader's own process, like lab 08's container run, which its checks share)."""
+        if key not in self._probes:
+            self._probes[key] = compute()
+        return self._probes[key]
+
     def serve(self, plan: dict, limits: Limits = Limits(wall_seconds=120), label: str = "") -> dict:
         """Start a learner's server in a fresh sandbox (its own loopback-only network), talk to it, stop it.
 

@@ -161,3 +161,9 @@ def solution_file(lab, name: str) -> str:
             lines = source.splitlines()[1:]
             return "\n".join(line for line in lines if not line.startswith(("### BEGIN", "### END", "# Hint:"))) + "\n"
     raise RuntimeError(f"the solution of {lab.id} writes no {name}")
+
+
+def log_tail(text: str, lines: int = 6, width: int = 240) -> str:
+    """The last non-blank `lines` of a log, each cut at `width`, joined with " | " for a one-line message."""
+    tail = [line for line in str(text).splitlines() if line.strip()][-lines:]
+    return " | ".join(line[:width] for line in tail)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from grader.checks.common import Checks, Fail, Partial, solution_file
+from grader.checks.common import Checks, Fail, Partial, log_tail, solution_file
 from grader.labs import REPO, Lab
 from grader.secret import fingerprint, seed_for
 
@@ -287,8 +287,7 @@ def _said(answer: dict) -> str:
 
 
 def _stderr(result: dict, lines: int = 8) -> str:
-    tail = [line for line in str(result.get("stderr_tail", "")).splitlines() if line.strip()][-lines:]
-    return " | ".join(line[:240] for line in tail)
+    return log_tail(result.get("stderr_tail", ""), lines)
 
 
 # --- checks -------------------------------------------------------------------------------------------

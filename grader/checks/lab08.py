@@ -12,11 +12,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 from grader import containerfile
 from grader.checks import lab07
-from grader.checks.common import Checks, Fail, solution_file
+from grader.checks.common import Checks, Fail, log_tail, solution_file
 from grader.labs import Lab
 from grader.secret import seed_for
 
@@ -516,15 +515,8 @@ def reference_size(ctx) -> int:
 
 def live(ctx) -> dict:
     """Build the learner's image, run it hardened, probe it, stop it, look inside it; cached for the lab's checks."""
-    if "live" in ctx._probes:
-        return ctx._probes["live"]
     why = engine_missing()
-    if why:
-        result = {"skipped": why}
-    else:
-        result = _live(ctx)
-    ctx._probes["live"] = result
-    return result
+    return ctx.once("container", lambda: {"skipped": why} if why else _live(ctx))
 
 
 def host_requests(cf: containerfile.Containerfile) -> str:
@@ -612,8 +604,7 @@ def _live(ctx) -> dict:
             shutil.rmtree(context, ignore_errors=True)
         if ctx.budget is not None:
             seconds = time.monotonic() - started
-            ctx.budget.spend("container", SimpleNamespace(seconds=seconds, timed_out=seconds >= wall, cpu_seconds=None,
-                                                          load=os.getloadavg()[0]), cut)
+            ctx.budget.record("container", seconds, seconds >= wall, cut)
     return result
 
 
@@ -643,8 +634,7 @@ def _running(ctx) -> dict:
 
 
 def _log_tail(result: dict, lines: int = 6) -> str:
-    tail = [line for line in str(result.get("logs", "")).splitlines() if line.strip()][-lines:]
-    return " | ".join(line[:200] for line in tail)
+    return log_tail(result.get("logs", ""), lines, width=200)
 
 
 @CHECKS.add(points=3, hint="build it yourself: build_image(output_dir, 'lab08:dev') and read the log; the grader "
@@ -666,7 +656,7 @@ def image_builds(ctx):
         cause = " pip looked for a package the wheelhouse does not have: install with --no-index --find-links from wheels/."
     elif "no such file or directory" in log.lower() or "checking context" in log.lower():
         cause = " A COPY source is not in the build context: is it excluded by .dockerignore?"
-    tail = " | ".join(line[:200] for line in log.splitlines()[-6:])
+    tail = log_tail(log, 6, width=200)
     raise Fail(f"the build failed.{cause} Its log ends: {tail}")
 
 
