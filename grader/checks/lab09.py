@@ -153,7 +153,7 @@ VISIBLE_RUN, VISIBLE_DATA = "ab" * 16, "0f" * 16
 EXAMPLES = (  # the lab's own examples (Exercise 3), and the template filled in and left blank
     ("example: the lab's good model change", pr_body(True, VISIBLE_RUN, VISIBLE_DATA), [TRAIN], True),
     ("example: the lab's model change with a placeholder run id", "- [x] This PR changes the model\n"
-     "- MLflow run id: <run id>\n", [TRAIN], False),
+     f"- MLflow run id: <run id>\n- DVC data version: {VISIBLE_DATA}\n", [TRAIN], False),
     ("example: a code-only change", pr_body(False, None, None), ["README.md"], True),
 )
 
@@ -245,7 +245,7 @@ def stages_ordered(ctx):
 
 @CHECKS.add(points=2, hint="on: push (branches: [main]) and pull_request; deploy: if: github.event_name == 'push' && "
             "github.ref == 'refs/heads/main'; gate: if: github.event_name == 'pull_request'",
-            section="9.10 GitOps: the tag bump, rendered", depends=("stages_ordered",))
+            section="9.10 GitOps: the tag bump, rendered", depends=("workflow_valid",))
 def triggers(ctx):
     """The workflow runs on pushes to main and on pull requests; deploy only on a push to main, gate only on PRs."""
     found = workflow(ctx)
@@ -263,7 +263,10 @@ def triggers(ctx):
         problems.append("it does not run on pull_request")
     if "pull_request_target" in events:
         problems.append("it runs on pull_request_target, which gives a fork's code the repository's secrets")
-    spec = found["jobs"]
+    spec = {job: found["jobs"].get(job) for job in ("deploy", "gate")}
+    absent = [job for job, value in spec.items() if not isinstance(value, dict)]
+    if absent:
+        raise Fail("; ".join(problems + [f"the workflow has no {job} job" for job in absent]))
     deploy = {name: _condition(spec["deploy"], **event) for name, event in (
         ("a push to main", {}), ("a push to another branch", {"ref": "refs/heads/feature"}),
         ("a pull request", {"event": "pull_request", "ref": "refs/pull/7/merge"}))}
@@ -290,7 +293,7 @@ def _pinned(ref: str) -> bool:
 
 @CHECKS.add(points=3, hint="permissions: contents: read at the top; build: packages: write; deploy: contents: write; "
             "uses: owner/action@v4 (a version or a commit SHA)", section="9.7 Least privilege and script injection",
-            depends=("stages_ordered",))
+            depends=("workflow_valid",))
 def least_privilege(ctx):
     """The token is read-only but where a job must write (build: packages, deploy: contents); actions are pinned."""
     from mlops_kit.cicd import jobs, steps, write_scopes
@@ -341,7 +344,7 @@ def _installs(script: str) -> bool:
 
 
 @CHECKS.add(points=2, hint="actions/setup-python@v5 with cache: pip and cache-dependency-path: requirements-ci.txt",
-            section="9.6 Caching dependencies", depends=("stages_ordered",))
+            section="9.6 Caching dependencies", depends=("workflow_valid",))
 def dependency_cache(ctx):
     """Every job that installs Python packages caches them, keyed on requirements-ci.txt."""
     from mlops_kit.cicd import jobs, runs, steps
@@ -435,7 +438,7 @@ def not_run(run: dict) -> str:
 
 @CHECKS.add(points=4, hint="run the jobs in the notebook with checkout() and run_job(); every run: step must pass "
             "with this machine's python, ruff and pytest and no network", section="9.5 Running the steps here",
-            depends=("stages_ordered",))
+            depends=("workflow_valid",))
 def ci_jobs_pass(ctx):
     """The run: steps of lint, test and smoke pass on a clean checkout of the repository, as on a runner."""
     result = probe(ctx, visible_plan(ctx))
@@ -484,11 +487,13 @@ def ci_catches_bugs(ctx):
     chosen = {"lint": LINT_BUGS[bugs["lint"]], "test": TEST_BUGS[bugs["test"]], "smoke": SMOKE_BUGS[bugs["smoke"]]}
     plan = {"runs": [_run(job, id=f"{job}-bug", plant=[{"path": TRAIN, "find": find, "replace": replace}])
                      for job, (_, find, replace) in chosen.items()], "gate": []}
-    result = probe(ctx, plan, secret=True)
+    result, clean = probe(ctx, plan, secret=True), probe(ctx, visible_plan(ctx))
     missed = []
     for job, (what, _, _) in chosen.items():
-        run = run_of(result, f"{job}-bug")
-        if run.get("missed"):
+        run, before = run_of(result, f"{job}-bug"), run_of(clean, job)
+        if not (before.get("ran") and before.get("ok")):
+            missed.append(f"the {job} job fails on the clean checkout too, so its failure proves nothing")
+        elif run.get("missed"):
             missed.append(f"{job}: the grader could not plant {what}: {TRAIN} is not the project's (leave the "
                           "project's code as it is)")
         elif run.get("ran") and run.get("ok"):
@@ -504,12 +509,14 @@ def ci_catches_bugs(ctx):
 
 
 @CHECKS.add(points=2, hint='docker build -f Containerfile -t "$IMAGE:$GITHUB_SHA" .; push with if: '
-            "github.event_name == 'push'", section="9.9 Building the image in CI", depends=("stages_ordered",))
+            "github.event_name == 'push'", section="9.9 Building the image in CI", depends=("workflow_valid",))
 def image_build_step(ctx):
     """The build job builds the Containerfile, tags it with the commit SHA (never latest) and pushes only on a push."""
     from mlops_kit.cicd import steps
 
     found = workflow(ctx)
+    if "build" not in found["jobs"]:
+        raise Fail("the workflow has no build job")
     problems, builds, pushes = [], [], []
     for step in steps(found, "build"):
         text = str(step.get("run", "")) if step["kind"] == "run" else json.dumps(step.get("with") or {})
@@ -541,7 +548,7 @@ def image_build_step(ctx):
 
 @CHECKS.add(points=4, hint="python scripts/bump_image.py deploy/overlays/prod \"$IMAGE\" \"$GITHUB_SHA\"; git add, "
             "git commit, git push origin HEAD:main", section="9.10 GitOps: the tag bump, rendered",
-            depends=("stages_ordered",))
+            depends=("workflow_valid",))
 def gitops_bump(ctx):
     """The deploy job pushes one commit that changes only the prod overlay's image tag to the commit's SHA, and the
     rendered prod manifests differ from before in exactly that image (dev unchanged)."""
@@ -658,7 +665,7 @@ def gate_decisions(ctx):
 
 @CHECKS.add(points=2, hint="gate: if: github.event_name == 'pull_request'; env: PR_BODY: ${{ "
             "github.event.pull_request.body }}; write \"$PR_BODY\" to a file and pass it to scripts/gate.py",
-            section="9.11 Gating model changes", depends=("triggers", "gate_examples"))
+            section="9.11 Gating model changes", depends=("workflow_valid", "gate_examples"))
 def gate_in_workflow(ctx):
     """On a pull request, the gate job runs scripts/gate.py on the PR's description: green for a model change with
     its evidence, red for one with a placeholder run id."""
@@ -739,7 +746,7 @@ def _mentions(text: str, value: float, percent: bool = False) -> bool:
 
 
 @CHECKS.add(points=2, hint="## Deploy, ## Rollback with a ```bash block (git revert of the deploy commit), ## On-call "
-            "quoting slo.yaml's numbers", section="9.12 SLOs, error budgets and runbooks", depends=("slo_file",))
+            "quoting slo.yaml's numbers", section="9.12 SLOs, error budgets and runbooks")
 def runbook(ctx):
     """RUNBOOK.md says how to deploy, how to roll back through git (commands included) and when to page, quoting the
     SLO numbers."""
@@ -762,7 +769,10 @@ def runbook(ctx):
         problems.append("the rollback does not go through git (git revert of the deploy commit, or bump_image.py "
                         "with the previous tag): ArgoCD or Flux would undo a kubectl rollout undo at the next sync")
     oncall = next((v for k, v in sections.items() if k.replace(" ", "-").startswith("on-call")), "")
-    found = slo(ctx)
+    try:
+        found = slo(ctx)
+    except Fail:  # slo_file reports it; the runbook is judged on its own
+        found = None
     if oncall and isinstance(found, dict):
         threshold = (found.get("latency") or {}).get("threshold_ms")
         ratio = (found.get("error_rate") or {}).get("max_ratio")
