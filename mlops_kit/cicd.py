@@ -565,14 +565,23 @@ SHELLS = {"bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail"], "sh": ["
 
 def tracked_files(repo) -> list[str]:
     """The files a fresh clone of `repo` would hold once its work is committed: tracked and untracked files, not
-    what `.gitignore` ignores (build outputs, caches) and never `.git/` itself."""
+    what `.gitignore` ignores (build outputs, caches), never `.git/` itself nor a symbolic link.
+
+    Git reads only the work tree and its `.gitignore` files, through a scratch repository of its own: the
+    repository's own `.git` (its config, its hooks) can make git run commands, so it is never consulted."""
     repo = Path(repo)
-    if (repo / ".git").exists():
-        done = subprocess.run(["git", "-c", "safe.directory=*", "ls-files", "-co", "--exclude-standard", "-z"],
-                              cwd=repo, capture_output=True)
-        if done.returncode == 0:
-            return sorted(name for name in done.stdout.decode().split("\0") if name and (repo / name).is_file())
-    return sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts)
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    with tempfile.TemporaryDirectory(prefix="ls-files-") as scratch:
+        subprocess.run(["git", "init", "-q", scratch], env=env, capture_output=True)
+        done = subprocess.run(["git", f"--git-dir={scratch}/.git", f"--work-tree={repo}", "-c",
+                               f"core.excludesFile={os.devnull}", "ls-files", "-o", "--exclude-standard", "-z"],
+                              cwd=repo, env=env, capture_output=True)
+    if done.returncode == 0:
+        names = done.stdout.decode("utf-8", "surrogateescape").split("\0")
+    else:  # no git here: every file but .git's
+        names = [str(p.relative_to(repo)) for p in repo.rglob("*")]
+    return sorted(name for name in names if name and ".git" not in Path(name).parts
+                  and not (repo / name).is_symlink() and (repo / name).is_file())
 
 
 def checkout(repo, dest, message: str = "the commit under test") -> Path:

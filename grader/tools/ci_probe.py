@@ -14,11 +14,13 @@ runs through the harness's `run_learner` (inner sandbox, another uid, no network
 from a fresh bare repository holding only the pushed objects and refs, never with the learner's git config.
 """
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -93,6 +95,9 @@ def _pushed(origin: Path, scratch: Path) -> dict:
             shutil.copytree(source, fresh / part, symlinks=True)
         elif source.is_file():
             shutil.copy2(source, fresh / part)
+    for path in list(fresh.rglob("*")):  # objects and refs are plain files; a link could point anywhere
+        if path.is_symlink():
+            path.unlink()
     log = _git(fresh, "rev-list", "--first-parent", "main")
     if log.returncode:
         return {"error": f"origin has no readable main branch: {log.stderr.strip()[-300:]}"}
@@ -107,7 +112,8 @@ def _pushed(origin: Path, scratch: Path) -> dict:
                              env={**os.environ, **CLEAN_GIT}, timeout=60)
     tree.mkdir()
     if archive.returncode == 0:
-        subprocess.run(["tar", "-x", "--no-same-owner", "-C", str(tree)], input=archive.stdout, timeout=60)
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as bundle:
+            bundle.extractall(tree, filter="data")  # no absolute paths, no .., no links out of the tree
     return {"commits": len(commits) - 1, "changed": [c for c in changed if c], "messages": messages[:20],
             "tree": str(tree)}
 
