@@ -599,7 +599,7 @@ def checkout(repo, dest, message: str = "the commit under test") -> Path:
     _git(work, "commit", "-q", "--allow-empty", "-m", message)
     _git(dest, "init", "-q", "--bare", "-b", "main", str(origin))
     _git(work, "remote", "add", "origin", str(origin))
-    _git(work, "push", "-q", "origin", "main")
+    _git(work, "push", "-q", "-u", "origin", "main")  # main tracks origin/main, as actions/checkout leaves it
     return work
 
 

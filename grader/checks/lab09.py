@@ -124,8 +124,10 @@ def hidden_gate_cases(rng: random.Random) -> list[dict]:
     cases = [
         ("a model change with its run id, data version and a filled card", pr_body(True, run, data), card,
          [TRAIN], True),
-        ("a model change ticked with [X]", pr_body(True, _hex(rng), _hex(rng), box="X"), card,
-         ["data/sample.csv.dvc"], True),
+        ("a model change ticked with [X] that changes only README.md, with a placeholder run id",
+         pr_body(True, "<run id>", _hex(rng), box="X"), card, ["README.md"], False),
+        ("a model change with a placeholder run id and a card saying TODO (two reasons to print)",
+         pr_body(True, "<run id>", data), card.replace("Test ROC AUC", "TODO: Test ROC AUC"), [TRAIN], False),
         ("a model change whose run id is a placeholder", pr_body(True, "<run id>", data), card, [TRAIN], False),
         ("a model change whose run id has 31 characters", pr_body(True, run[:31], data), card, [TRAIN], False),
         ("a model change without a DVC data version line", pr_body(True, run, None), card, ["params.yaml"], False),
@@ -145,8 +147,8 @@ def hidden_gate_cases(rng: random.Random) -> list[dict]:
          ["docs/data/notes.md"], True),
     ]
     rng.shuffle(cases)
-    return [{"id": f"hidden-{i}", "what": what, "body": body, "card": c, "changed": changed, "accept": accept}
-            for i, (what, body, c, changed, accept) in enumerate(cases)]
+    return [{"id": f"hidden-{i}", "what": what, "body": body, "card": c, "changed": changed, "accept": accept,
+             "reasons": 2 if "two reasons" in what else 1} for i, (what, body, c, changed, accept) in enumerate(cases)]
 
 
 VISIBLE_RUN, VISIBLE_DATA = "ab" * 16, "0f" * 16
@@ -355,9 +357,13 @@ def dependency_cache(ctx):
     for job in installs_needed(found, installing):
         problems.append(f"{job} runs tests or training without installing requirements-ci.txt")
     for job in installing:
-        cached, why = False, "no cache step"
+        cached, why = False, "no cache (setup-python's cache: pip, or actions/cache)"
         for step in steps(found, job):
             uses, given = str(step.get("uses", "")), step.get("with") or {}
+            if not isinstance(given, dict):
+                continue
+            if uses.startswith("actions/setup-python") and str(given.get("cache", "")) != "pip" and not cached:
+                why = "setup-python without cache: pip"
             if uses.startswith("actions/setup-python") and str(given.get("cache", "")) == "pip":
                 paths = str(given.get("cache-dependency-path", "**/requirements.txt")).split()
                 if any(fnmatch.fnmatch("requirements-ci.txt", p.lstrip("./").replace("**/", "")) for p in paths):
@@ -530,18 +536,21 @@ def image_build_step(ctx):
     if not builds:
         problems.append("the build job builds no image (docker build, podman build or docker/build-push-action)")
     for step, text in builds:
+        issues = []
         if "Containerfile" not in text:
-            problems.append(f"{step['name']} does not build the Containerfile (-f Containerfile)")
+            issues.append("does not build the Containerfile (-f Containerfile)")
         if not re.search(r"github\.sha|GITHUB_SHA", text):
-            problems.append(f"{step['name']} does not tag the image with the commit (${{{{ github.sha }}}})")
+            issues.append("does not tag the image with the commit (${{ github.sha }})")
         if re.search(r":latest\b", text):
-            problems.append(f"{step['name']} tags :latest, which names no particular build")
+            issues.append("tags :latest, which names no particular build")
+        if issues:
+            problems.append(f"the step '{step['name']}' " + ", ".join(issues))
     for step in pushes:
         condition = step.get("if")
         with_push = str((step.get("with") or {}).get("push", ""))
         guarded = (condition is not None and "push" in str(condition)) or "event_name" in with_push
         if not guarded:
-            problems.append(f"{step['name']} pushes on pull requests too (no if: on the event)")
+            problems.append(f"the step '{step['name']}' pushes on pull requests too (no if: on the event)")
     if problems:
         raise Fail("; ".join(problems))
 
@@ -595,10 +604,11 @@ def gitops_bump(ctx):
 
 
 def gate_verdicts(result: dict, cases) -> list[str]:
-    """What the gate got wrong on `cases` ((what, expected accept) pairs), in words."""
+    """What the gate got wrong on `cases` ((what, expected accept[, reasons it must print]) tuples), in words."""
     by_id = {r["id"]: r for r in result.get("gate", [])}
     wrong = []
-    for what, accept in cases:
+    for what, accept, *more in cases:
+        reasons = more[0] if more else 1
         got = by_id.get(what, {"error": "not run"})
         if got.get("error"):
             wrong.append(f"{what}: {got['error']}")
@@ -612,6 +622,8 @@ def gate_verdicts(result: dict, cases) -> list[str]:
                                                                      if got["exit"] else ""))
         elif not accept and not got.get("output", "").strip():
             wrong.append(f"{what}: refused without saying why")
+        elif not accept and len([line for line in got["output"].splitlines() if line.strip()]) < reasons:
+            wrong.append(f"{what}: refused, but it printed only one reason (print every reason, one per line)")
     return wrong
 
 
@@ -654,7 +666,7 @@ def gate_decisions(ctx):
                                               for c in cases]}, secret=True)
     by_id = {r["id"]: r for r in result.get("gate", [])}
     wrong = gate_verdicts({"gate": [{**by_id.get(c["id"], {"error": "not run"}), "id": c["what"]} for c in cases]},
-                          [(c["what"], c["accept"]) for c in cases])
+                          [(c["what"], c["accept"], c["reasons"]) for c in cases])
     if wrong:
         right = len(cases) - len(wrong)
         message = f"{len(wrong)} of {len(cases)} pull requests decided wrong: " + "; ".join(wrong)
@@ -774,8 +786,9 @@ def runbook(ctx):
     except Fail:  # slo_file reports it; the runbook is judged on its own
         found = None
     if oncall and isinstance(found, dict):
-        threshold = (found.get("latency") or {}).get("threshold_ms")
-        ratio = (found.get("error_rate") or {}).get("max_ratio")
+        latency, errors = found.get("latency"), found.get("error_rate")
+        threshold = latency.get("threshold_ms") if isinstance(latency, dict) else None
+        ratio = errors.get("max_ratio") if isinstance(errors, dict) else None
         if isinstance(threshold, (int, float)) and not _mentions(oncall, threshold):
             problems.append(f"the on-call section does not quote the latency objective ({threshold} ms)")
         if isinstance(ratio, (int, float)) and not _mentions(oncall, ratio, percent=True):

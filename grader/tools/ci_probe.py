@@ -145,6 +145,11 @@ def run_one(spec: dict, repo: Path, workflow: dict, scratch: Path, hidden: list[
     env = _env(place)
     context = github_context(sha=spec["sha"], event=spec.get("event", "push"), ref=spec.get("ref", "refs/heads/main"),
                              pr_body=spec.get("pr_body", ""), workspace=str(work))
+    if spec.get("event") == "pull_request":  # HEAD is the PR's merge commit, its first parent origin/main
+        _git(work, "-c", "user.name=GitHub", "-c", "user.email=noreply@github.com", "commit", "-q", "--allow-empty",
+             "-m", "Merge the pull request into main")
+        context["github.event.pull_request.base.sha"] = _git(work, "rev-parse", "HEAD~1").stdout.strip()
+        context["github.event.pull_request.head.sha"] = _git(work, "rev-parse", "HEAD").stdout.strip()
     result = run_job(workflow, spec["job"], work, context=context, runner=runner, timeout=spec.get("timeout", 120),
                      base_env=env)
     result.update(id=spec["id"], missed=missed, files=_collect(work, spec.get("collect") or []))
