@@ -8,7 +8,8 @@ The plan (input `plan.npy`, a 0-d JSON string) lists:
   (`plant`: find/replace edits of files), under a given event and commit SHA; afterwards the files named in
   `collect` are read back, and for `inspect_origin` what the job pushed: the new commits, the paths they change,
   and the Kustomize renderings (`render`) before and after, compared field by field;
-- `gate`: pull requests (description, model card, changed paths) given to `scripts/gate.py`.
+- `gate`: pull requests (description, model card, changed paths) given to `scripts/gate.py`;
+- `renders`: Kustomize overlays of the repository rendered as they are (lab 10's manifests).
 Every command of the learner's — each `run:` step, the gate, and git and kubectl over what the learner wrote —
 runs through the harness's `run_learner` (inner sandbox, another uid, no network). What a job pushed is read
 from a fresh bare repository holding only the pushed objects and refs, never with the learner's git config.
@@ -30,6 +31,7 @@ from harness import probe_main, run_learner  # noqa: E402
 
 MAX_FILES, MAX_BYTES = 2000, 50 * 2**20  # a small project; refuse to copy anything bigger
 COLLECT_CHARS = 20_000
+MAX_RENDER_BYTES = 2 * 2**20
 CLEAN_GIT = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
 
 
@@ -123,13 +125,19 @@ def _render(overlay: Path, runner, env: dict) -> dict:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         return {"skipped": "kubectl is not installed here"}
-    done = runner([kubectl, "kustomize", str(overlay)], cwd=str(overlay.parent), env=env, timeout=60)
+    if not overlay.is_dir() or overlay.is_symlink():
+        return {"error": f"{overlay.name} is not a directory"}
+    out = Path(env["HOME"]) / f"rendered-{os.urandom(6).hex()}.yaml"  # the whole rendering: stdout is cut short
+    done = runner([kubectl, "kustomize", str(overlay), "--output", str(out)], cwd=str(overlay.parent), env=env,
+                  timeout=60)
     if done["exit"] != 0:
         return {"error": (done["stderr"] or done["stdout"]).strip()[-600:]}
     from ruamel.yaml import YAML
 
     try:
-        return {"objects": [d for d in YAML(typ="safe", pure=True).load_all(done["stdout"]) if d]}
+        if out.is_symlink() or not out.is_file() or out.stat().st_size > MAX_RENDER_BYTES:
+            return {"error": "the rendering is missing or larger than 2 MB"}
+        return {"objects": [d for d in YAML(typ="safe", pure=True).load_all(out.read_text()) if d]}
     except Exception as err:  # noqa: BLE001 — kubectl printed something that is not YAML
         return {"error": f"the rendering is not YAML: {err}"}
 
@@ -238,6 +246,9 @@ def probe(args, inputs) -> dict:
                 result["runs"].append(run_one(spec, repo, workflow, scratch, hidden))
     if plan.get("gate"):
         result["gate"] = gate_cases(plan["gate"], repo, scratch, hidden)
+    if plan.get("renders"):
+        runner, env = _runner(scratch, hidden), _env(scratch)
+        result["renders"] = {overlay: _render(repo / overlay, runner, env) for overlay in plan["renders"]}
     return result
 
 
