@@ -174,7 +174,7 @@ CASES = [
          says={"overlays_build": r"the dev overlay does not build"},
          fix="resources: [../../base] from k8s/overlays/<name>."),
     Case("single_node_kind", "wrote a kind config with only a control-plane node",
-         edits=(replace(KIND, "  - role: worker\n", ""),),
+         edits=(replace(KIND, "\n  - role: worker", ""),),
          expect={"kind_config": "failed"},
          says={"kind_config": r"\['control-plane'\]"},
          fix="Add a worker node."),
