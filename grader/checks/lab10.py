@@ -126,6 +126,18 @@ def quantity(value) -> float:
     return float(match.group(1)) * units.get(match.group(2) or "", 1)
 
 
+def merged(problems: list[str], limit: int = 8) -> str:
+    """Problems as one message: the same problem in dev and prod said once ("dev and prod: ..."), in order."""
+    seen: dict[str, list[str]] = {}
+    for problem in problems:
+        overlay, _, text = problem.partition(": ") if problem.startswith(("dev: ", "prod: ")) else ("", "", problem)
+        where = seen.setdefault(text, [])
+        if overlay not in where:
+            where.append(overlay)
+    said = [f"{' and '.join(where)}: {text}" if any(where) else text for text, where in seen.items()]
+    return "; ".join(said[:limit]) + (f"; and {len(said) - limit} more" if len(said) > limit else "")
+
+
 # --- checks ---------------------------------------------------------------------------------------------
 
 
@@ -140,7 +152,7 @@ def overlays_build(ctx):
         except Fail as failure:
             problems.append(str(failure))
     if problems:
-        raise Fail("; ".join(problems))
+        raise Fail(merged(problems))
 
 
 @CHECKS.add(points=2, hint="schema_errors(render(overlay)) in the notebook names each field Kubernetes would refuse",
@@ -224,7 +236,7 @@ def resources(ctx):
         for obj in (o for o in objects if o.get("kind") in WORKLOADS):
             for container in containers(obj):
                 given = container.get("resources") or {}
-                where = f"{overlay} {obj['kind']}/{obj['metadata'].get('name')} container {container.get('name')}"
+                where = f"{overlay}: {obj['kind']}/{obj['metadata'].get('name')} container {container.get('name')}"
                 missing = [f"{kind}.{what}" for kind in ("requests", "limits") for what in ("cpu", "memory")
                            if (given.get(kind) or {}).get(what) is None]
                 if missing:
@@ -240,7 +252,7 @@ def resources(ctx):
                         problems.append(f"{where}: the {what} limit {given['limits'][what]} is below its request "
                                         f"{given['requests'][what]}")
     if problems:
-        raise Fail("; ".join(problems[:5]))
+        raise Fail(merged(problems))
 
 
 @CHECKS.add(points=3, hint="pod: runAsNonRoot, seccompProfile RuntimeDefault; container: allowPrivilegeEscalation: "
@@ -261,7 +273,7 @@ def restricted_security(ctx):
                     problems.append(f"{overlay}: container {container.get('name')} has no emptyDir at /tmp: with a "
                                     "read-only root, BentoML cannot write its home")
     if problems:
-        raise Fail("; ".join(sorted(set(problems))[:6]))
+        raise Fail(merged(problems))
 
 
 @CHECKS.add(points=2, hint="envFrom: configMapRef to the ConfigMap; env: valueFrom: secretKeyRef for the token; no "
@@ -295,7 +307,7 @@ def config_and_secret(ctx):
         if literal:
             problems.append(f"{overlay}: secret-looking values written in plain text: {', '.join(sorted(set(literal)))}")
     if problems:
-        raise Fail("; ".join(sorted(set(problems))))
+        raise Fail(merged(problems))
 
 
 @CHECKS.add(points=2, hint="the Service's selector: the pod template's labels; targetPort: the container port (3000 "
@@ -318,7 +330,7 @@ def service_routes(ctx):
                 problems.append(f"{overlay}: the Service's port {port.get('port')} targets "
                                 f"{port.get('targetPort', port.get('port'))}, which no container port is")
     if problems:
-        raise Fail("; ".join(problems))
+        raise Fail(merged(problems))
 
 
 @CHECKS.add(points=3, hint="autoscaling/v2, scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: ...}, a "
@@ -347,7 +359,7 @@ def autoscaling(ctx):
         elif overlay == "prod" and low < 2:
             problems.append("prod: minReplicas is 1: one pod is a single point of failure")
     if problems:
-        raise Fail("; ".join(problems))
+        raise Fail(merged(problems))
 
 
 @CHECKS.add(points=2, hint="policy/v1 PodDisruptionBudget with the pods' labels and maxUnavailable: 1",
@@ -370,7 +382,7 @@ def disruption_budget(ctx):
         elif allowed < 1:
             problems.append(f"{overlay}: with {pods} pod(s) the budget allows no eviction: a node drain would hang")
     if problems:
-        raise Fail("; ".join(problems))
+        raise Fail(merged(problems))
 
 
 def _disruptions(spec: dict, pods: int) -> int | None:
@@ -427,7 +439,7 @@ def network_policy(ctx):
                     problems.append(f"{overlay}: an egress rule lets out ports {ports or 'all'}: the service needs "
                                     "only DNS (53)")
     if problems:
-        raise Fail("; ".join(sorted(set(problems))))
+        raise Fail(merged(problems))
 
 
 @CHECKS.add(points=2, hint="a ServiceAccount with automountServiceAccountToken: false used by the pods; a Role that "
@@ -462,7 +474,7 @@ def rbac_minimal(ctx):
                 problems.append(f"{overlay}: {binding['kind']}/{binding['metadata'].get('name')} binds "
                                 f"{ref.get('kind')}/{ref.get('name')}, not a Role of the overlay")
     if problems:
-        raise Fail("; ".join(list(dict.fromkeys(problems))[:6]))
+        raise Fail(merged(problems))
 
 
 ALLOWED_DIFFERENCES = re.compile(r"^(spec\.replicas|spec\.minReplicas|spec\.maxReplicas|subjects\[\d+\]\.namespace|"

@@ -61,7 +61,7 @@ CASES = [
     Case("requests_only", "set requests but no limits",
          edits=(replace(DEPLOYMENT, LIMITS, ""),),
          expect={"resources": "failed"},
-         says={"resources": r"dev Deployment/cancer-service container service sets no limits\.cpu, limits\.memory"},
+         says={"resources": r"dev: Deployment/cancer-service container service sets no limits\.cpu, limits\.memory"},
          fix="Set limits for CPU and memory at least as large as the requests."),
     Case("selector_by_another_label", "selected the pods by `app: cancer-service` in the Service and the budget, "
          "a label the pods do not carry",
@@ -113,7 +113,7 @@ CASES = [
               role: gateway
       ports:""", """    - ports:""")),
          expect={"network_policy": "failed"},
-         says={"network_policy": r"admits every pod.*policyTypes is \['Ingress'\]"},
+         says={"network_policy": r"policyTypes is \[.Ingress.\].*admits every pod"},
          fix="policyTypes: [Ingress, Egress]; from: podSelector role: gateway."),
     Case("cluster_admin_account", "gave the ServiceAccount a ClusterRole that can do everything, and kept its "
          "token mounted",
