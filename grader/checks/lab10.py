@@ -53,9 +53,10 @@ def prepare(work):
 
 
 def hidden_profiles(rng: random.Random, count: int = 8) -> list[dict]:
-    """Traffic profiles from a trickle to a steady stream, with bursts (what a cost model must get right)."""
+    """Traffic profiles from a trickle to a steady stream, with bursts: each option is the cheapest for one of them."""
     profiles = [{"mean_rps": 0.05, "peak_rps": 2.0, "active_hours_per_day": 8.0, "seconds_per_request": 0.05},
-                {"mean_rps": 120.0, "peak_rps": 400.0, "active_hours_per_day": 24.0, "seconds_per_request": 0.02}]
+                {"mean_rps": 150.0, "peak_rps": 300.0, "active_hours_per_day": 24.0, "seconds_per_request": 0.1},
+                {"mean_rps": 25.0, "peak_rps": 38.0, "active_hours_per_day": 24.0, "seconds_per_request": 0.15}]
     while len(profiles) < count:
         mean = round(10 ** rng.uniform(-1.5, 2.3), 3)
         profiles.append({"mean_rps": mean, "peak_rps": round(mean * rng.uniform(1.5, 6.0), 3),
