@@ -122,3 +122,24 @@ def test_manifest_changes_name_exactly_the_bumped_image(repo, tmp_path):
     assert len(changes) == 1 and changes[0].startswith("Deployment/cancer-prod/cancer-service ")
     assert changes[0].endswith(f"-> '{cicd.IMAGE}:{'d' * 40}'")
     subprocess.run(["git", "status"], cwd=work, capture_output=True, check=True)
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8)) + "on: push\njobs: {}\n"
+
+
+@pytest.mark.parametrize("text,says", [(BOMB, "once its YAML aliases are expanded"),
+                                       ("a: &a [1, *a]\non: push\n", "contains itself|nested deeper")])
+def test_learner_yaml_refuses_alias_bombs_before_anything_walks_them(text, says):
+    from grader.checks.common import Fail, learner_yaml
+
+    with pytest.raises(Fail, match=says):
+        learner_yaml(text, "ci.yml")
+
+
+def test_learner_yaml_reads_on_as_a_key():
+    from grader.checks.common import learner_yaml
+
+    assert learner_yaml("on: push\njobs: {}\n", "ci.yml") == {"on": "push", "jobs": {}}

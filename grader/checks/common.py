@@ -167,3 +167,31 @@ def log_tail(text: str, lines: int = 6, width: int = 240) -> str:
     """The last non-blank `lines` of a log, each cut at `width`, joined with " | " for a one-line message."""
     tail = [line for line in str(text).splitlines() if line.strip()][-lines:]
     return " | ".join(line[:width] for line in tail)
+
+
+def learner_yaml(text: str, name: str):
+    """A learner's YAML file read as GitHub and Kubernetes read it (YAML 1.2: `on:` stays a key), within the grader's
+    limits: aliases are shared by the parser, so the result is walked with a budget before any check walks it —
+    one that expands past `bounded.MAX_NODES` nodes or nests past `bounded.MAX_DEPTH` levels fails (threat class 1)."""
+    from grader import bounded
+    from mlops_kit.cicd import load_yaml
+
+    try:
+        found = load_yaml(text)
+    except Exception as err:  # noqa: BLE001 — any parse error is the learner's to see
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise Fail(f"{name} is not valid YAML: {first}") from None
+    stack, nodes = [(found, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > bounded.MAX_NODES:
+            raise Fail(f"{name} holds more than {bounded.MAX_NODES} entries once its YAML aliases are expanded: "
+                       "write the entries out")
+        if depth > bounded.MAX_DEPTH:
+            raise Fail(f"{name} is nested deeper than {bounded.MAX_DEPTH} levels (or contains itself through an alias)")
+        if isinstance(item, dict):
+            stack.extend((value, depth + 1) for value in item.values())
+        elif isinstance(item, list):
+            stack.extend((value, depth + 1) for value in item)
+    return found

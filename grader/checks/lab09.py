@@ -11,7 +11,7 @@ import json
 import random
 import re
 
-from grader.checks.common import Checks, Fail, Partial, log_tail
+from grader.checks.common import Checks, Fail, Partial, learner_yaml, log_tail
 from grader.labs import Lab
 from grader.sandbox import Limits
 from grader.secret import seed_for
@@ -183,13 +183,7 @@ def text_of(ctx, name: str, exercise: str) -> str:
 
 
 def workflow(ctx) -> dict:
-    from mlops_kit.cicd import load_yaml
-
-    text = text_of(ctx, WORKFLOW, "1")
-    try:
-        found = load_yaml(text)
-    except Exception as err:  # noqa: BLE001 — any parse error is the learner's to see
-        raise Fail(f"{WORKFLOW} is not valid YAML: {str(err).splitlines()[0] if str(err) else err}") from None
+    found = learner_yaml(text_of(ctx, WORKFLOW, "1"), WORKFLOW)
     if not isinstance(found, dict) or not isinstance(found.get("jobs"), dict):
         raise Fail(f"{WORKFLOW} holds no workflow (a mapping with on: and jobs:)")
     return found
@@ -701,25 +695,14 @@ def gate_in_workflow(ctx):
 # --- objectives and runbook -------------------------------------------------------------------------------
 
 
-def slo(ctx) -> dict:
-    from mlops_kit.cicd import load_yaml
-
-    text = text_of(ctx, SLO, "4")
-    try:
-        found = load_yaml(text)
-    except Exception as err:  # noqa: BLE001 — any parse error is the learner's to see
-        raise Fail(f"{SLO} is not valid YAML: {str(err).splitlines()[0] if str(err) else err}") from None
-    return found
+def slo(ctx):
+    return learner_yaml(text_of(ctx, SLO, "4"), SLO)
 
 
 def _service_name(ctx) -> str | None:
-    from mlops_kit.cicd import load_yaml
-
     try:
-        doc = load_yaml(ctx.read_text(ctx.output("deploy/base/service.yaml")))
-    except Fail:
-        return None
-    except Exception:  # noqa: BLE001 — the project's own file: unreadable means changed by the learner
+        doc = learner_yaml(ctx.read_text(ctx.output("deploy/base/service.yaml")), "deploy/base/service.yaml")
+    except Fail:  # the project's own file, changed by the learner: slo_file then says nothing about the name
         return None
     return (doc.get("metadata") or {}).get("name") if isinstance(doc, dict) else None
 

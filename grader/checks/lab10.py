@@ -9,7 +9,7 @@ import math
 import random
 import re
 
-from grader.checks.common import Checks, Fail, Partial
+from grader.checks.common import Checks, Fail, Partial, learner_yaml
 from grader.labs import Lab
 from grader.sandbox import Limits
 from grader.secret import seed_for
@@ -517,15 +517,10 @@ def overlays_differ_rightly(ctx):
             section="10.13 kind: a cluster on your laptop")
 def kind_config(ctx):
     """kind-config.yaml describes a kind cluster with a control-plane node and at least one worker."""
-    from mlops_kit.cicd import load_yaml
-
     path = ctx.output(KIND_CONFIG)
     if not ctx.exists(path):
         raise Fail(f"{KIND_CONFIG} was not written{ctx.why_missing()}")
-    try:
-        config = load_yaml(ctx.read_text(path))
-    except Exception as err:  # noqa: BLE001 — the learner's YAML
-        raise Fail(f"{KIND_CONFIG} is not YAML: {str(err).splitlines()[0] if str(err) else err}") from None
+    config = learner_yaml(ctx.read_text(path), KIND_CONFIG)
     if not isinstance(config, dict) or config.get("kind") != "Cluster" or \
             config.get("apiVersion") != "kind.x-k8s.io/v1alpha4":
         raise Fail(f"{KIND_CONFIG} is not a kind Cluster config (kind: Cluster, apiVersion: kind.x-k8s.io/v1alpha4)")
