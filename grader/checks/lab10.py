@@ -98,7 +98,7 @@ def rendered(ctx, overlay: str) -> list[dict]:
                        limits=RENDER_LIMITS)
     entry = (result.get("renders") or {}).get(relative, {"error": "it was not rendered"})
     if "skipped" in entry:
-        raise Fail(f"cannot render here: {entry['skipped']}")
+        raise Fail(f"skipped: {entry['skipped']} (kubectl kustomize renders the overlays; nothing else can judge them)")
     if "error" in entry:
         raise Fail(f"the {overlay} overlay does not build: {entry['error']}")
     return entry["objects"]
