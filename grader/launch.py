@@ -24,6 +24,7 @@ from grader.sandbox import RunResult, Sandbox
 
 TOOLS = Path(__file__).parent / "tools"
 HARNESS = "harness.py"
+COMPANIONS = {"monitor_probe": ("service_probe.py",)}  # tools a probe builds on, copied beside it
 
 
 class GraderTimeout(RuntimeError):
@@ -41,7 +42,7 @@ class ProbeOutcome:
 def launch(sandbox: Sandbox, tool: str, args: list[str], cwd: str) -> RunResult:
     """Run `grader/tools/<tool>.py` (with the harness beside it) inside `sandbox`."""
     tools = sandbox.mount("tools")
-    for name in (f"{tool}.py", HARNESS, "skops_guard.py"):  # the guard: how probes load skops files
+    for name in (f"{tool}.py", HARNESS, "skops_guard.py", *COMPANIONS.get(tool, ())):  # the guard: how probes load skops
         shutil.copy(TOOLS / name, tools / name)
     argv = [sys.executable, "-I", f"{sandbox.path('tools')}/{tool}.py", *args]
     return sandbox.run(argv, cwd=cwd)

@@ -11,7 +11,8 @@ client. Input `plan` (a JSON string) says:
      "stop_grace": 5, "files": {"name.py": "source"}, "not_needed": ["torch"],
      "give_up_on": ["Exception in thread"]}
 
-"{work}" in an env value becomes the work dir's path as the server sees it. `files` are written into a fresh
+"{work}" in an env value becomes the work dir's path as the server sees it, "{home}" the server's own writable
+folder (where a probe can read what it wrote, e.g. a trace file). `files` are written into a fresh
 folder whose path replaces "{files}" in the command (a service the grader brings,
 e.g. a reference to compare with); `not_needed` packages cannot be imported by the server's Python processes
 (a sitecustomize on its PYTHONPATH, as in graded notebooks: skops would otherwise load PyTorch for seconds).
@@ -78,16 +79,18 @@ class Server:
         self.hidden = hidden
         self.proc = None
         self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
+        self.home = tempfile.mkdtemp(prefix="server-home-")  # the server's only writable place
 
     def start(self) -> None:
-        home = tempfile.mkdtemp(prefix="server-home-")  # the server's only writable place: what it needs goes here
+        home = self.home
         files = os.path.join(home, "files")
         os.mkdir(files)
         for name, source in self.plan.get("files", {}).items():
             Path(files, os.path.basename(str(name))).write_text(str(source), encoding="utf-8")
         argv = [str(a).replace("{files}", files) for a in self.plan["command"]]
         env = {**os.environ, "PORT": str(self.port),
-               **{str(k): str(v).replace("{work}", str(self.work)) for k, v in self.plan.get("env", {}).items()}}
+               **{str(k): str(v).replace("{work}", str(self.work)).replace("{home}", home)
+                  for k, v in self.plan.get("env", {}).items()}}
         blocked = [str(m) for m in self.plan.get("not_needed", [])]
         if blocked:
             site = os.path.join(home, "site")

@@ -1,0 +1,200 @@
+"""The monitoring probe: the learner's service and a real Prometheus scraping it, known traffic, then queries.
+
+Runs inside the probe sandbox (its own loopback-only network namespace). The service is learner code and runs one
+level further in, exactly as in the live-service probe (`service_probe.Server`); Prometheus and promtool are the
+grader's and run here. Input `plan` (a JSON string):
+
+    {"service": a service_probe plan (command, cwd, env, port, health, ready_seconds, stop_grace, not_needed),
+     "traffic": [{"name", "method", "path", "json"}], "metrics_path": "/metrics",
+     "rules": "work-relative rules file" | null, "job": "scrape job name", "counter": "metric",
+     "expect_total": requests the counter must reach, "recorded": {learner's recorded series: reference expr},
+     "queries": {name: expr}, "traces": "file in the server's home (its TRACES_FILE)", "settle_seconds": 20}
+
+Prometheus scrapes the service every second and evaluates the learner's rules (each group's own interval
+dropped) every second; it starts while the service loads. Recorded series are compared with the grader's
+reference expressions evaluated at the very timestamp of the recorded sample. result.json: {"ready", "startup",
+"responses", "metrics_text", "prometheus": {"error", "rules_loaded", "rules_error", "scraped_total", "queries",
+"recorded"}, "spans", "spans_error", "stop", "stderr_tail"}. Every process is stopped before it is written.
+"""
+
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
+from harness import probe_main  # noqa: E402
+from service_probe import Server, call  # noqa: E402
+
+SPAN_CAP = 2000
+TRACE_BYTES = 4 * 2**20
+METRICS_BYTES = 256 * 1024
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--label", default="")
+
+
+def run(args, inputs) -> dict:
+    plan = json.loads(str(inputs["plan"][()]))
+    work = Path(args.work)
+    server = Server(plan["service"], work, hidden=[args.out, args.input])
+    result = {"ready": False, "startup": "", "responses": {}, "metrics_text": None, "prometheus": {}, "spans": [],
+              "stop": None}
+    prometheus = None
+    try:
+        server.start()
+        prometheus, result["prometheus"] = start_prometheus(plan, work, server.port)
+        ready, why, seconds = server.wait_ready(float(plan["service"].get("ready_seconds", 60)),
+                                                plan["service"].get("health", "/readyz"))
+        result.update(ready=ready, startup=why, ready_seconds=seconds)
+        if ready:
+            for request in plan.get("traffic", []):
+                result["responses"][request["name"]] = call(server.port, request)
+            result["metrics_text"] = metrics_text(server.port, plan.get("metrics_path", "/metrics"))
+            if prometheus is not None:
+                result["prometheus"].update(observe(prometheus, plan))
+        result["stop"] = server.stop(float(plan["service"].get("stop_grace", 5)))
+    finally:
+        server.kill()
+        if prometheus is not None:
+            prometheus.stop()
+    result["spans"], result["spans_error"] = spans(server.home, plan.get("traces", ""))
+    result["stderr_tail"] = server.stderr_tail()
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_prometheus(plan: dict, work: Path, target_port: int):
+    """A Prometheus scraping the service every second with the learner's rules if promtool accepts them; (it or
+    None, what is known so far)."""
+    from mlops_kit.monitoring import Prometheus, binary, promtool, scrape_config
+
+    if binary("prometheus") is None:
+        return None, {"error": "skipped: prometheus is not installed here"}
+    folder = Path(tempfile.mkdtemp(prefix="prometheus-"))
+    facts, rules = {"rules_loaded": False, "rules_error": ""}, {}
+    relative = plan.get("rules")
+    if relative:
+        source = work / relative
+        if source.is_file() and not source.is_symlink() and source.stat().st_size < 1_000_000:
+            import yaml
+
+            text = source.read_text(encoding="utf-8", errors="replace")
+            (folder / "check.yml").write_text(text)
+            code, said = promtool("check", "rules", str(folder / "check.yml"), timeout=30)
+            if code == 0:
+                document = yaml.safe_load(text) or {}
+                for group in document.get("groups") or []:
+                    group.pop("interval", None)  # every group evaluated each second, whatever the learner chose
+                rules = {"rules.yml": yaml.safe_dump(document, sort_keys=False)}
+                facts["rules_loaded"] = True
+            else:
+                facts["rules_error"] = said[-1500:]
+        else:
+            facts["rules_error"] = f"{relative} was not found"
+    config = scrape_config([f"127.0.0.1:{target_port}"], "1s", list(rules), job=plan.get("job", "cancer-service"))
+    config["scrape_configs"][0]["metrics_path"] = plan.get("metrics_path", "/metrics")
+    return Prometheus(config, free_port(), rules=rules, folder=folder), facts
+
+
+def metrics_text(port: int, path: str) -> str | None:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        data = response.read(METRICS_BYTES + 1)
+        if response.status != 200:
+            return None
+        return data[:METRICS_BYTES].decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def observe(prometheus, plan: dict) -> dict:
+    """Wait until Prometheus has scraped all the traffic and evaluated the rules on it; query it."""
+    facts = {"queries": {}, "recorded": {}}
+    settle = float(plan.get("settle_seconds", 20))
+    counter, expected = plan.get("counter"), int(plan.get("expect_total", 0))
+    try:
+        prometheus.wait_for(f'up{{job="{plan.get("job", "cancer-service")}"}} == 1', settle)
+        if counter:
+            try:
+                last = prometheus.wait_for(f"sum({counter})", settle,
+                                           lambda r: bool(r) and r[0][1] >= expected)
+                facts["scraped_total"] = last[0][1]
+            except TimeoutError:
+                seen = prometheus.query(f"sum({counter})")
+                facts["scraped_total"] = seen[0][1] if seen else None
+        recorded = plan.get("recorded") or {}
+        if recorded:
+            try:  # a rate needs two scrapes after the traffic: wait until every recorded series has a value
+                prometheus.wait_for(" and ".join(f"count({name}) > 0" for name in recorded) or "vector(1)",
+                                    min(settle, 10))
+                time.sleep(2.5)
+            except TimeoutError:
+                pass
+        for name, expr in (plan.get("queries") or {}).items():
+            facts["queries"][name] = ask(prometheus, expr)
+        for name, reference in recorded.items():
+            facts["recorded"][name] = compare(prometheus, name, reference)
+    except (TimeoutError, RuntimeError, OSError) as err:
+        facts["error"] = f"{type(err).__name__}: {err}"[:800]
+    facts["log"] = prometheus.log_tail(1500)
+    return facts
+
+
+def ask(prometheus, expr: str, at=None) -> dict:
+    try:
+        return {"result": [[labels, value] for labels, value in prometheus.query(expr, at=at)]}
+    except Exception as err:  # noqa: BLE001 - the expression is data: any refusal is its answer
+        return {"error": f"{err}"[:400]}
+
+
+def compare(prometheus, name: str, reference: str) -> dict:
+    """The learner's recorded series and the reference expression, both at the recorded sample's timestamp."""
+    stamps = ask(prometheus, f"max(timestamp({name}))")
+    if "error" in stamps or not stamps["result"]:
+        return {"at": None, "learner": ask(prometheus, name), "reference": ask(prometheus, reference)}
+    at = stamps["result"][0][1]
+    return {"at": at, "learner": ask(prometheus, name, at), "reference": ask(prometheus, reference, at)}
+
+
+def spans(home: str, relative: str) -> tuple[list, str]:
+    """The spans the service wrote to its trace file (JSON lines), capped."""
+    if not relative:
+        return [], ""
+    path = Path(home) / relative
+    if path.is_symlink() or not path.is_file():
+        return [], f"no trace file was written (the service's TRACES_FILE, {relative})"
+    if path.stat().st_size > TRACE_BYTES:
+        return [], f"the trace file is larger than {TRACE_BYTES // 2**20} MB"
+    found = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            span = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(span, dict):
+            found.append(span)
+        if len(found) >= SPAN_CAP:
+            break
+    shutil.rmtree(home, ignore_errors=True)
+    return found, ""
+
+
+if __name__ == "__main__":
+    probe_main(run, add_arguments)
