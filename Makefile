@@ -23,7 +23,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pip prints one harmless warning per package for this machine's extra local indexes: hide those lines only.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help venv sandbox images demo test test-fast lab labs export lock bench clean
+.PHONY: help venv sandbox images monitoring demo test test-fast lab labs export lock bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,13 +47,22 @@ sandbox:  ## install bubblewrap (the grading sandbox) where we are root on Debia
 	  "others' code, and self-checks run unsandboxed.";\
 	fi
 
+monitoring:  ## week 11's Prometheus and promtool (apt, as root, where they are missing)
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then echo "prometheus: $$(prometheus --version 2>&1 | head -1)";\
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then\
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus || (apt-get update -qq &&\
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)) >/dev/null;\
+	  echo "prometheus: $$(prometheus --version 2>&1 | head -1)";\
+	else echo "Notice: prometheus is not installed (sudo apt-get install prometheus); week 11's live checks will say skipped";\
+	fi
+
 images: venv  ## week 8's podman, runc and debootstrap (apt, as root), the base image and the service's wheelhouse
 	$(PY) tools/images.py
 
-demo: venv sandbox images  ## run every lab's reference solution through papermill and the grader; write build/report/
+demo: venv sandbox images monitoring  ## run every lab's reference solution through papermill and the grader; write build/report/
 	$(BIN)/mlops-grade demo --report build/report
 
-test: venv sandbox images  ## the whole suite: library, notebooks (nbval), labs (reference 100 %, starter ≤ 10 %), grader
+test: venv sandbox images monitoring  ## the whole suite: library, notebooks (nbval), labs (reference 100 %, starter ≤ 10 %), grader
 	$(BIN)/ruff check grader tests benchmarks tools
 	$(BIN)/mlops-grade assign --check
 	$(PY) -m pytest -q -n $(JOBS) tests
@@ -81,7 +90,7 @@ lock: venv  ## recompile requirements.txt from requirements.in (pip-tools)
 	  --output-file requirements.txt requirements.in
 	sed -i -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' requirements.txt
 
-bench: venv sandbox images  ## startup and grading benchmarks, as ratios to baselines measured in the same run
+bench: venv sandbox images monitoring  ## startup and grading benchmarks, as ratios to baselines measured in the same run
 	$(PY) benchmarks/run.py
 
 clean:  ## remove build outputs (keeps .venv)

@@ -50,7 +50,8 @@ def run(args, inputs) -> dict:
         server.start()
         prometheus, result["prometheus"] = start_prometheus(plan, work, server.port)
         ready, why, seconds = server.wait_ready(float(plan["service"].get("ready_seconds", 60)),
-                                                plan["service"].get("health", "/readyz"))
+                                                plan["service"].get("health", "/readyz"),
+                                                [str(text) for text in plan["service"].get("give_up_on", [])])
         result.update(ready=ready, startup=why, ready_seconds=seconds)
         if ready:
             for request in plan.get("traffic", []):
