@@ -76,7 +76,7 @@ def contract_problems(found: dict) -> list[str]:
     """What the scraped families lack of METRICS: a missing metric, another type, other labels, other buckets."""
     problems = []
     for metric, (kind, labels) in METRICS.items():
-        family = found.get(_family_name(metric, kind))
+        family = found.get(_family_name(metric, kind)) or found.get(metric)  # a gauge named ..._total
         if family is None:
             problems.append(f"{metric} is not exposed")
             continue

@@ -5,16 +5,19 @@ level further in, exactly as in the live-service probe (`service_probe.Server`);
 grader's and run here. Input `plan` (a JSON string):
 
     {"service": a service_probe plan (command, cwd, env, port, health, ready_seconds, stop_grace, not_needed),
-     "traffic": [{"name", "method", "path", "json"}], "metrics_path": "/metrics",
+     "traffic": [{"name", "method", "path", "json", "phase"}], "metrics_path": "/metrics",
+     "expect_warmup": what the counter must reach after the requests of phase 1,
      "rules": "work-relative rules file" | null, "job": "scrape job name", "counter": "metric",
      "expect_total": requests the counter must reach, "recorded": {learner's recorded series: reference expr},
      "queries": {name: expr}, "traces": "file in the server's home (its TRACES_FILE)", "settle_seconds": 20}
 
 Prometheus scrapes the service every second and evaluates the learner's rules (each group's own interval
-dropped) every second; it starts while the service loads. Recorded series are compared with the grader's
-reference expressions evaluated at the very timestamp of the recorded sample. result.json: {"ready", "startup",
-"responses", "metrics_text", "prometheus": {"error", "rules_loaded", "rules_error", "scraped_total", "queries",
-"recorded"}, "spans", "spans_error", "stop", "stderr_tail"}. Every process is stopped before it is written.
+dropped) every second; it starts while the service loads. The traffic goes in two phases, the warm-up (phase 1)
+scraped before the rest is sent, so every series has two samples and its rate is not zero. Recorded series are
+compared with the grader's reference expressions evaluated at the very timestamp of the recorded sample.
+result.json: {"ready", "startup", "responses", "metrics_text", "prometheus": {"error", "rules_loaded", "rules_error",
+"scraped_total", "queries", "recorded"}, "spans", "spans_error", "stop", "stderr_tail"}. Every process is stopped
+before it is written.
 """
 
 import json
@@ -54,7 +57,14 @@ def run(args, inputs) -> dict:
                                                 [str(text) for text in plan["service"].get("give_up_on", [])])
         result.update(ready=ready, startup=why, ready_seconds=seconds)
         if ready:
-            for request in plan.get("traffic", []):
+            traffic = plan.get("traffic", [])
+            if prometheus is not None:  # scraped once before any traffic, once after the warm-up
+                result["prometheus"].update(scraped(prometheus, plan, None))
+            for request in [r for r in traffic if r.get("phase") == 1]:
+                result["responses"][request["name"]] = call(server.port, request)
+            if prometheus is not None:
+                result["prometheus"].update(scraped(prometheus, plan, int(plan.get("expect_warmup", 0))))
+            for request in [r for r in traffic if r.get("phase") != 1]:
                 result["responses"][request["name"]] = call(server.port, request)
             result["metrics_text"] = metrics_text(server.port, plan.get("metrics_path", "/metrics"))
             if prometheus is not None:
@@ -125,8 +135,25 @@ def metrics_text(port: int, path: str) -> str | None:
         connection.close()
 
 
+def scraped(prometheus, plan: dict, expected: int | None) -> dict:
+    """Wait until Prometheus scraped the service (expected None), or until its counter reached `expected`;
+    what was seen. A counter that never gets there is the learner's to explain: the wait is bounded."""
+    job = plan.get("job", "cancer-service")
+    try:
+        if expected is None:
+            prometheus.wait_for(f'up{{job="{job}"}} == 1', float(plan.get("settle_seconds", 20)))
+            return {}
+        counter = plan.get("counter")
+        last = prometheus.wait_for(f"sum({counter})", 10, lambda r: bool(r) and r[0][1] >= expected)
+        return {"warmup_scraped": last[0][1]}
+    except TimeoutError as err:
+        return {"warmup_error": str(err)[:300]} if expected is not None else {"error": f"TimeoutError: {err}"[:800]}
+    except (RuntimeError, OSError) as err:
+        return {"error": f"{type(err).__name__}: {err}"[:800]}
+
+
 def observe(prometheus, plan: dict) -> dict:
-    """Wait until Prometheus has scraped all the traffic and evaluated the rules on it; query it."""
+    """Wait until Prometheus has scraped all the traffic and evaluated the rules after that scrape; query it."""
     facts = {"queries": {}, "recorded": {}}
     settle = float(plan.get("settle_seconds", 20))
     counter, expected = plan.get("counter"), int(plan.get("expect_total", 0))
@@ -140,17 +167,15 @@ def observe(prometheus, plan: dict) -> dict:
             except TimeoutError:
                 seen = prometheus.query(f"sum({counter})")
                 facts["scraped_total"] = seen[0][1] if seen else None
-        recorded = plan.get("recorded") or {}
-        if recorded:
-            try:  # a rate needs two scrapes after the traffic: wait until every recorded series has a value
-                prometheus.wait_for(" and ".join(f"count({name}) > 0" for name in recorded) or "vector(1)",
-                                    min(settle, 10))
-                time.sleep(2.5)
+        after = time.time()  # every rule evaluated from now on sees the last scrape
+        for name in plan.get("recorded") or {}:
+            try:
+                prometheus.wait_for(f"max(timestamp({name}))", 6, lambda r, t=after: bool(r) and r[0][1] >= t)
             except TimeoutError:
-                pass
+                continue  # records nothing (or not since): compared as it is
         for name, expr in (plan.get("queries") or {}).items():
             facts["queries"][name] = ask(prometheus, expr)
-        for name, reference in recorded.items():
+        for name, reference in (plan.get("recorded") or {}).items():
             facts["recorded"][name] = compare(prometheus, name, reference)
     except (TimeoutError, RuntimeError, OSError) as err:
         facts["error"] = f"{type(err).__name__}: {err}"[:800]
