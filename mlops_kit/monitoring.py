@@ -78,7 +78,8 @@ def contract_problems(found: dict) -> list[str]:
     for metric, (kind, labels) in METRICS.items():
         family = found.get(_family_name(metric, kind)) or found.get(metric)  # a gauge named ..._total
         if family is None:
-            problems.append(f"{metric} is not exposed")
+            problems.append(f"{metric} is not exposed" + (" (a metric with labels appears once a child of it is "
+                                                          "incremented or observed)" if labels else ""))
             continue
         if family["type"] != kind:
             problems.append(f"{metric} is a {family['type']}, not a {kind}")
