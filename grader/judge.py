@@ -11,7 +11,7 @@ from typing import Callable
 
 from grader import collect
 from grader.budget import Budget, BudgetSpent
-from grader.checks.common import Check, Checks, Fail, Partial
+from grader.checks.common import Check, Checks, Fail, Partial, Unavailable
 from grader.execute import Execution, clean_text
 from grader.labs import Lab
 from grader.launch import GraderTimeout
@@ -194,6 +194,9 @@ def _run_one(check: Check, ctx: Context, done: dict[str, CheckResult]) -> CheckR
         outcome = check.func(ctx)
     except Fail as failure:
         return CheckResult(score=0.0, status="failed", message=clean_text(str(failure), MESSAGE_LIMIT), **base)
+    except Unavailable as why:  # cannot run on this machine: its points leave the total
+        return CheckResult(score=0.0, status="skipped", message=clean_text(f"skipped: {why}", MESSAGE_LIMIT),
+                           **{**base, "max_score": 0.0})
     except GraderTimeout:
         raise  # the machine's problem, not the learner's: the whole submission is regraded
     except Exception:  # a bug in the check or a shape it did not foresee: never crash the batch

@@ -16,6 +16,11 @@ class Fail(Exception):
     """A check failed; the message is shown to the learner (for visible checks)."""
 
 
+class Unavailable(Exception):
+    """The check cannot run on this machine (no cluster reachable, no CUDA device): it is reported as
+    "skipped: <why>", neither passes nor costs points (its points leave the total), and never says "passed"."""
+
+
 @dataclass(frozen=True)
 class Partial:
     """Part of a check's points: `fraction` in [0, 1] and why not all of them."""
@@ -36,6 +41,8 @@ class Check:
     section: str  # the lesson section to reread
     depends: tuple[str, ...] = field(default_factory=tuple)  # checks that must pass first
     description: str = ""  # one line: what it verifies
+    runs_only_with: str = ""  # what a machine needs for this check to run at all ("a Kubernetes cluster"): such a
+    # check raises Unavailable elsewhere, and its verdicts are proven by its own tests, not by wrong-answer cases
 
 
 class Checks:
@@ -44,7 +51,7 @@ class Checks:
     def __init__(self) -> None:
         self._checks: dict[str, Check] = {}
 
-    def add(self, *, points: float, hint: str, section: str, visible: bool = True, depends=()):
+    def add(self, *, points: float, hint: str, section: str, visible: bool = True, depends=(), runs_only_with=""):
         def register(func: Callable) -> Callable:
             name = func.__name__
             if name in self._checks:
@@ -55,7 +62,7 @@ class Checks:
             doc = (func.__doc__ or "").strip().splitlines()
             self._checks[name] = Check(
                 name=name, func=func, points=points, visible=visible, hint=hint, section=section,
-                depends=tuple(depends), description=doc[0] if doc else name,
+                depends=tuple(depends), description=doc[0] if doc else name, runs_only_with=runs_only_with,
             )
             return func
 
