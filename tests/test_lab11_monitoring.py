@@ -233,3 +233,49 @@ def test_the_monitoring_probe_stops_prometheus_and_the_server_when_the_service_n
             and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], [p.cmdline() for p in left]
     assert time.monotonic() - start < 30
+
+
+@needs_prometheus
+def test_the_graders_prometheus_runs_its_own_config_with_only_the_learners_rules(tmp_path):
+    """Threat class 19: a learner's prometheus.yml (remote_write out, other targets, credential files) never configures
+    the grader's Prometheus; rules reach it only once promtool accepts them, their own interval dropped."""
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import monitor_probe
+    finally:
+        sys.path.remove(str(TOOLS))
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "prometheus.yml").write_text(yaml.safe_dump({
+        "remote_write": [{"url": "http://198.51.100.7/write"}],
+        "scrape_configs": [{"job_name": "host", "static_configs": [{"targets": ["10.0.0.1:9100"]}],
+                            "authorization": {"credentials_file": "/etc/shadow"}}]}))
+    rules = {"groups": [{"name": "g", "interval": "1h", "rules": [{"record": "x:up:sum", "expr": "sum(up)"}]}]}
+    (tmp_path / "outputs" / "rules.yml").write_text(yaml.safe_dump(rules))
+    plan = {"rules": "outputs/rules.yml", "job": lab11.JOB}
+    prometheus, facts = monitor_probe.start_prometheus(plan, tmp_path, 3000)
+    try:
+        assert facts == {"rules_loaded": True, "rules_error": ""}
+        config = yaml.safe_load(_status_config(prometheus))
+        assert "remote_write" not in config
+        assert [job["job_name"] for job in config["scrape_configs"]] == [lab11.JOB]
+        assert config["scrape_configs"][0]["static_configs"] == [{"targets": ["127.0.0.1:3000"]}]
+        groups = yaml.safe_load((prometheus.folder / "rules.yml").read_text())["groups"]
+        assert "interval" not in groups[0]
+    finally:
+        prometheus.stop()
+    broken = {"groups": [{"name": "g", "rules": [{"record": "x", "expr": "sum(up"}]}]}
+    (tmp_path / "outputs" / "rules.yml").write_text(yaml.safe_dump(broken))
+    prometheus, facts = monitor_probe.start_prometheus(plan, tmp_path, 3000)
+    prometheus.stop()
+    assert not facts["rules_loaded"] and "parse error" in facts["rules_error"]
+
+
+def _status_config(prometheus) -> str:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return prometheus.api("status/config")["yaml"]
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
