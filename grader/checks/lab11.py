@@ -697,11 +697,11 @@ def predictions_observed(ctx):
 def model_info(ctx):
     """cancer_model_info is 1 for the graded registry's champion (its name, version and git SHA), and the drift flag
     is down."""
-    from grader.checks.lab07 import MODEL_NAME, _draws
+    from grader.checks.lab07 import MODEL_NAME, registry_facts
     from mlops_kit.monitoring import DRIFT, MODEL_INFO
 
-    draws = _draws()
-    want = {"model_name": MODEL_NAME, "model_version": str(draws["champion"]), "git_sha": draws["git_sha"]}
+    facts = registry_facts(ctx)  # the registry the service was given (the graded one, or the learner's own)
+    want = {"model_name": MODEL_NAME, "model_version": facts["version"], "git_sha": facts["git_sha"]}
     samples = [(labels, value) for family in scraped(ctx).values() for name, labels, value in family["samples"]
                if name == MODEL_INFO]
     problems = []
@@ -795,7 +795,7 @@ def queries_read_real_metrics(ctx):
 def traces(ctx):
     """The trace file holds one span per counted request, with its route, its status and, on a 200, the model
     version."""
-    from grader.checks.lab07 import _draws
+    from grader.checks.lab07 import registry_facts
 
     result = running(ctx)
     if result.get("spans_error"):
@@ -807,7 +807,7 @@ def traces(ctx):
         expected[key] = expected.get(key, 0) + 1
     seen: dict = {}
     problems = []
-    version = str(_draws()["champion"])
+    version = registry_facts(ctx)["version"]
     for span in spans:
         attributes = span["attributes"]
         try:
