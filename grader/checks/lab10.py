@@ -602,3 +602,26 @@ def cost_model(ctx):
         if bad < len(profiles):
             return Partial((len(profiles) - bad) / len(profiles), message)
         raise Fail(message)
+
+
+# --- live, where a cluster is named ------------------------------------------------------------------------
+
+
+@CHECKS.add(points=3, hint="kind create cluster --config kind-config.yaml; kind load docker-image IMAGE --name mlops; "
+            "the Secret and the filled cancer-registry claim in cancer-dev as 10.13 shows; then grade with "
+            "MLOPS_KUBE_CONTEXT=kind-mlops", section="10.13 kind: a cluster on your laptop",
+            runs_only_with="a Kubernetes cluster")
+def live_cluster(ctx):
+    """The dev overlay applied to a real cluster rolls out, is autoscaled by its HPA and answers /readyz."""
+    from grader import k8s_live
+
+    # Unavailable without a named, answering cluster; a Fail when the overlay does not build
+    result = k8s_live.live_check(lambda: rendered(ctx, "dev"))
+    problems = list(result.problems) or ([] if result.applied else ["nothing was applied to the cluster"])
+    where = f"on the cluster of context {result.context} (namespace {result.namespace})"
+    left = f"the grader could not delete {', '.join(result.cleanup)}: delete it by hand" if result.cleanup else ""
+    if problems or not result.ok:
+        raise Fail(f"{where}: " + "; ".join(problems + ([left] if left else [])))
+    if left:  # applied, rolled out, answered: the learner's work passed; the leftovers are the grader's to say
+        return Partial(1.0, f"passed {where}; but {left}")
+    return None
