@@ -10,7 +10,7 @@ import json
 import math
 
 from grader import collect
-from grader.checks.common import Checks, Fail, Partial, require_keys, require_number
+from grader.checks.common import Checks, Fail, Partial, log_tail, require_keys, require_number
 from grader.labs import Lab
 from grader.sandbox import Limits
 from grader.secret import seed_for
@@ -45,9 +45,14 @@ CALL_LIMITS, HIDDEN_LIMITS = Limits(wall_seconds=90), Limits(wall_seconds=180)
 
 
 def prepare(work):
-    """Nothing to copy: the notebook draws the lab's windows from `seed`. The hidden scenarios, one per kind, are drawn
-    from the installation's secret and kept here with their answers."""
+    """Lab 07's graded registry for the service (the notebook draws the lab's windows from `seed`). The hidden
+    scenarios, one per kind, are drawn from the installation's secret and kept here with their answers."""
+    import shutil
+
+    from grader.checks.lab07 import graded_registry
     from mlops_kit.drift import DRIFT_SCENARIOS, drift_scenario
+
+    shutil.copytree(graded_registry() / "registry", work / "registry")
 
     base = seed_for(LAB.id, "scenarios")
     scenarios = []
@@ -55,7 +60,7 @@ def prepare(work):
         reference, current = drift_scenario(kind, base)
         scenarios.append({"kind": kind, "drift": drifted, "reference": _columns(reference),
                           "current": _columns(current), "column": current.attrs.get("column")})
-    return {"seed": LAB.seed, "output_dir": "outputs"}, {"scenarios": scenarios}
+    return {"seed": LAB.seed, "registry_dir": "registry", "output_dir": "outputs"}, {"scenarios": scenarios}
 
 
 def _columns(frame) -> dict:
@@ -303,3 +308,81 @@ def membership_measured(ctx):
     if problems:
         raise Fail("the figures are not what the attack gives at this run's seed (the grader retrains both models "
                    "on the seeded split): " + "; ".join(problems))
+
+
+# --- the service's own gauge ---------------------------------------------------------------------------------
+
+SERVICE, SHIFTED = "service.py", "worst_area"
+WATCH_ROWS = 100  # rows of each kind the grader sends: one window
+
+
+def watch_traffic(seed: int) -> tuple[list[dict], list[dict]]:
+    """100 unseen rows like the training data (week 1's test split at the run's seed), and the same rows with one
+    feature grown by half: what the service is sent, in batches of 25."""
+    from mlops_kit.data import breast_cancer_frame, stratified_split
+
+    frame = breast_cancer_frame()
+    _, X_test, _, _ = stratified_split(frame.drop(columns="target"), frame.target, test_size=0.25, seed=seed)
+    quiet = [{k: float(v) for k, v in row.items()} for row in X_test.head(WATCH_ROWS).to_dict("records")]
+    return quiet, [{**row, SHIFTED: row[SHIFTED] * 1.5} for row in quiet]
+
+
+def _gauge(answer: dict):
+    from mlops_kit.drift import gauge_value
+
+    if answer.get("status") != 200:
+        return None, f"GET /metrics answered {answer.get('status', answer.get('error'))}"
+    try:
+        return gauge_value(str(answer.get("text", ""))), ""
+    except Exception as err:  # noqa: BLE001 - the learner's exposition
+        return None, f"/metrics is not Prometheus' text format: {err}"
+
+
+@CHECKS.add(points=3, hint="keep a deque(maxlen=100) of {**row, 'prediction': p}; every 25 rows once it is full, "
+            "DRIFTED.set(int(detect_drift(REFERENCE, pd.DataFrame(window))[0])) with Gauge(DRIFT, ..., "
+            "multiprocess_mode='max')", section="12.7 The decision as a metric")
+def service_raises_the_flag(ctx):
+    """The served service's cancer_drift_detected reads 0 after 100 rows like the training data and 1 after 100 rows in
+    which one feature has shifted."""
+    from grader.checks.lab07 import service_command
+    from mlops_kit.drift import DRIFT_METRIC
+    from mlops_kit.serving import LOADER_DIED
+
+    if not ctx.exists(ctx.output(SERVICE)):
+        raise Fail(f"{SERVICE} was not written{ctx.why_missing()}")
+    quiet, drifted = watch_traffic(int(ctx.params["seed"]))
+    requests = []
+    for name, rows in (("quiet", quiet), ("drifted", drifted)):
+        for start in range(0, WATCH_ROWS, 25):
+            requests.append({"name": f"{name}_{start}", "method": "POST", "path": "/predict_batch",
+                             "json": {"rows": rows[start:start + 25]}, "timeout": 60})
+        requests.append({"name": f"{name}_metrics", "method": "GET", "path": "/metrics", "grep": DRIFT_METRIC})
+    plan = {"command": service_command("service:CancerClassifier", "."), "cwd": ctx.params.get("output_dir", "outputs"),
+            "env": {"BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+                    "REGISTRY_DIR": "{work}/" + str(ctx.params.get("registry_dir", "registry"))},
+            "port": 8080, "health": "/readyz", "ready_seconds": 60, "requests": requests, "stop_grace": 5,
+            "not_needed": ["torch"], "give_up_on": [LOADER_DIED]}
+    result = ctx.serve(plan, limits=Limits(wall_seconds=150), label="drift-watch")
+    if not result.get("ready"):
+        raise Fail(f"the service never became ready: {result.get('startup')}; its log: "
+                   f"{log_tail(result.get('stderr_tail', ''), 6)}")
+    refused = [name for name, answer in result["responses"].items() if name.endswith(tuple("0123456789"))
+               and answer.get("status") != 200]
+    if refused:
+        answer = result["responses"][refused[0]]
+        raise Fail(f"{len(refused)} of the {2 * WATCH_ROWS // 25} batches were not answered 200 (first: "
+                   f"{answer.get('status', answer.get('error'))}); its log: {log_tail(result.get('stderr_tail', ''), 4)}")
+    problems = []
+    for name, want in (("quiet", 0.0), ("drifted", 1.0)):
+        value, why = _gauge(result["responses"].get(f"{name}_metrics", {}))
+        if why:
+            problems.append(why)
+        elif value is None:
+            problems.append(f"after the {name} rows /metrics shows no unlabelled gauge {DRIFT_METRIC} (a Gauge without "
+                            "multiprocess_mode='max' is labelled by pid under BentoML)")
+        elif value != want:
+            rows = "rows like the training data" if name == "quiet" else f"rows with {SHIFTED} grown by half"
+            why = ": a false alarm" if name == "quiet" else ": the window's drift was never evaluated, or missed"
+            problems.append(f"after 100 {rows} the gauge reads {value:g}, expected {want:g}{why}")
+    if problems:
+        raise Fail("; ".join(problems))

@@ -2,20 +2,20 @@
 
 from grader.cases import Case, answer, replace
 
-DRIFT, REPORT, MEMBERSHIP = "answer-04", "answer-07", "answer-10"
+DRIFT, REPORT, MEMBERSHIP, SERVICE = "answer-04", "answer-07", "answer-10", "answer-13"
 DECISION = "    return bool(min(scores.values()) < ALPHA / len(scores)), scores"
 HIDDEN = ("detects_drift", "no_false_alarms")
 
 CASES = [
     Case("always_drift", "returned True whatever the windows (a detector tested only on a drifted example)",
          edits=(replace(DRIFT, DECISION, "    return True, scores"),),
-         expect={"no_false_alarms": "failed", "metric_flips": "failed"},
+         expect={"service_raises_the_flag": "failed", "no_false_alarms": "failed", "metric_flips": "failed"},
          says={"no_false_alarms": r"precision 0\.71.*none \(.*small_sample \(",
                "metric_flips": r"is 1 on a quiet window and 1 on the lab's drifted window"},
          fix="Decide from the p-values: drift when one is below alpha / number of columns."),
     Case("never_drift", "returned False whatever the windows (a detector tuned until it stopped paging anyone)",
          edits=(replace(DRIFT, DECISION, "    return False, scores"),),
-         expect={"detects_drift": "failed", "metric_flips": "failed"},
+         expect={"service_raises_the_flag": "failed", "detects_drift": "failed", "metric_flips": "failed"},
          says={"detects_drift": r"recall 0\.00: 5 of 5 drifted windows missed",
                "metric_flips": r"is 0 on a quiet window and 0 on the lab's drifted window"},
          fix="A quiet detector is a blind one: flag a window when a corrected p-value says so."),
@@ -28,13 +28,13 @@ CASES = [
     Case("uncorrected_tests", "flagged drift when any of the 31 columns had p < 0.05, with no correction for "
          "testing 31 columns",
          edits=(replace(DRIFT, DECISION, "    return bool(min(scores.values()) < 0.05), scores"),),
-         expect={"no_false_alarms": "partial"},
+         expect={"service_raises_the_flag": "failed", "no_false_alarms": "partial"},
          says={"no_false_alarms": r"precision 0\.83: 1 false alarm\(s\).*small_sample \(a quiet night"},
          fix="Compare each p-value with alpha / 31 (Bonferroni), so that a quiet window raises no alarm."),
     Case("half_the_columns", "kept Evidently's dataset rule: drift only when at least half the columns drift",
          edits=(replace(DRIFT, DECISION, "    share = sum(p < 0.05 for p in scores.values()) / len(scores)\n"
                                          "    return bool(share >= 0.5), scores"),),
-         expect={"detects_drift": "failed", "metric_flips": "failed"},
+         expect={"service_raises_the_flag": "failed", "detects_drift": "failed", "metric_flips": "failed"},
          says={"detects_drift": r"one_feature \(.*not flagged.*prediction \(",
                "metric_flips": r"is 0 on a quiet window and 0 on the lab's drifted window"},
          fix="One drifted column in 31 is a drift: decide per column, with a corrected threshold."),
@@ -88,4 +88,17 @@ CASES = [
          expect={"membership_measured": "failed"},
          says={"membership_measured": r"hgb auc = 0\.\d+, recomputed 0\.\d+"},
          fix="Members are the rows the model was trained on: a small loss should say 'member'."),
+    Case("watch_evaluated_once", "evaluated the window once, when it first filled, and never again",
+         edits=(replace(SERVICE, "if len(self.window) == WINDOW and self.seen % EVERY == 0:",
+                        "if self.seen == WINDOW:"),),
+         expect={"service_raises_the_flag": "failed"},
+         says={"service_raises_the_flag": r"after 100 rows with worst_area grown by half the gauge reads 0, expected 1"},
+         fix="Re-evaluate the window every EVERY rows: drift starts after the service has been up for a while."),
+    Case("gauge_per_process", "created the drift gauge without a multiprocess mode",
+         edits=(replace(SERVICE, 'DRIFTED = Gauge(DRIFT, "1 while the last rows drifted from the training data", '
+                        'multiprocess_mode="max")',
+                        'DRIFTED = Gauge(DRIFT, "1 while the last rows drifted from the training data")'),),
+         expect={"service_raises_the_flag": "failed"},
+         says={"service_raises_the_flag": r"no unlabelled gauge cancer_drift_detected"},
+         fix="Gauge(..., multiprocess_mode='max'): BentoML's workers share one value."),
 ]

@@ -6,7 +6,7 @@ another uid, the probe's inputs and output hidden), sharing only the loopback ne
 client. Input `plan` (a JSON string) says:
 
     {"command": [argv], "cwd": "work-relative dir", "env": {..}, "port": 8080, "health": "/healthz",
-     "ready_seconds": 30, "requests": [{"name", "method", "path", "json" | "body", "headers", "timeout"}],
+     "ready_seconds": 30, "requests": [{"name", "method", "path", "json" | "body", "headers", "timeout", "grep"}],
      "load": {"method", "path", "json", "requests": 200, "concurrency": 20, "seconds": 20},
      "stop_grace": 5, "files": {"name.py": "source"}, "not_needed": ["torch"],
      "give_up_on": ["Exception in thread"]}
@@ -260,6 +260,8 @@ def call(port: int, request: dict) -> dict:
                               if k.lower() in ("content-type", "content-length", "retry-after")},
                   "truncated": len(data) > BODY_CAP}
         text = data[:BODY_CAP].decode("utf-8", "replace")
+        if request.get("grep"):  # only the lines that name it (a metric in a long /metrics page)
+            text = "\n".join(line for line in text.splitlines() if str(request["grep"]) in line)
         try:
             answer["json"] = json.loads(text)
         except ValueError:
