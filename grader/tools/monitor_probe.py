@@ -208,16 +208,9 @@ def spans(home: str, relative: str) -> tuple[list, str]:
         return [], f"no trace file was written (the service's TRACES_FILE, {relative})"
     if path.stat().st_size > TRACE_BYTES:
         return [], f"the trace file is larger than {TRACE_BYTES // 2**20} MB"
-    found = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            span = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(span, dict):
-            found.append(span)
-        if len(found) >= SPAN_CAP:
-            break
+    from mlops_kit.monitoring import read_spans
+
+    found = read_spans(path, limit=SPAN_CAP)
     shutil.rmtree(home, ignore_errors=True)
     return found, ""
 
