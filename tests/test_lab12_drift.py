@@ -72,7 +72,10 @@ def test_hidden_scenarios_are_one_of_each_kind_as_plain_json(tmp_path):
         assert scenario["drift"] == DRIFT_SCENARIOS[scenario["kind"]][0]
         assert list(scenario["reference"]) == list(scenario["current"])
         json.dumps(scenario)
-    assert not list(tmp_path.iterdir()), "nothing of the hidden scenarios is written into the work dir"
+    assert [p.name for p in tmp_path.iterdir()] == ["registry"], "only the service's registry is in the work dir"
+    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    for scenario in hidden["scenarios"]:  # nothing of the hidden scenarios is written into the work dir
+        assert repr(scenario["current"][scenario["column"] or PREDICTION][0]).encode() not in written
 
 
 COLUMNS = ["a", PREDICTION]
