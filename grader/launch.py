@@ -24,7 +24,8 @@ from grader.sandbox import RunResult, Sandbox
 
 TOOLS = Path(__file__).parent / "tools"
 HARNESS = "harness.py"
-COMPANIONS = {"monitor_probe": ("service_probe.py",)}  # tools a probe builds on, copied beside it
+COMPANIONS = {"monitor_probe": ("service_probe.py",), "mutation_tests": ("forkserver.py",),
+              "function_probe": ("forkserver.py",)}  # tools a probe builds on, copied beside it
 
 
 class GraderTimeout(RuntimeError):

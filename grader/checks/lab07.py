@@ -127,7 +127,7 @@ def prepare(work: Path) -> tuple[dict, dict]:
     built = graded_registry()
     shutil.copytree(built / "registry", work / REGISTRY)
     expected = json.loads((built / "expected.json").read_text())
-    params = {"seed": LAB.seed, "registry_dir": REGISTRY, "output_dir": "outputs", "load_seconds": 10}
+    params = {"seed": LAB.seed, "registry_dir": REGISTRY, "output_dir": "outputs", "load_seconds": 6}  # 20 users after 2 s
     return params, {"golden_rows": _draws()["rows"], "expected": expected["expected"], "info": expected["info"]}
 
 

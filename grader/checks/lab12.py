@@ -40,7 +40,8 @@ MODELS = ("logreg", "hgb")
 RECALL_MIN, PRECISION_MIN = 0.6, 0.8  # below: no credit; between: credit in proportion; 1.0: full credit
 P_TOLERANCE, SHOWN_TOLERANCE, MEMBERSHIP_TOLERANCE = 1e-6, 2e-6, 1e-4
 MAX_HTML_BYTES = 16 * 2**20  # Evidently's HTML carries its viewer: about 6 MB
-SECONDS = ("--seconds", "60")  # one call: a fresh Python, Evidently imported, one report run
+SECONDS = ("--seconds", "60")  # one call: learner code, one report run
+PRELOAD = ("pandas", "scipy.stats", "evidently", "evidently.metrics", "evidently.presets", "prometheus_client")
 CALL_LIMITS, HIDDEN_LIMITS = Limits(wall_seconds=90), Limits(wall_seconds=180)
 
 
@@ -82,10 +83,11 @@ def expected_pvalues(reference, current) -> dict:
 
 
 def calls(ctx, requests: list[dict], secret: bool, limits: Limits) -> dict:
-    """Call functions of drift.py, each call in a fresh inner process that sees only its own windows."""
+    """Call functions of drift.py, each call in a fresh inner process that sees only its own windows (forked from
+    one that has imported Evidently)."""
     import numpy as np
 
-    plan = {"file": ctx.output(DRIFT), "calls": requests}
+    plan = {"file": ctx.output(DRIFT), "calls": requests, "preload": PRELOAD}
     result = ctx.probe("function_probe", {"plan": np.array(json.dumps(plan, sort_keys=True))}, args=SECONDS,
                        limits=limits, needs=(ctx.output(DRIFT),), secret=secret)
     return {c["id"]: c for c in result["calls"]}

@@ -1,40 +1,32 @@
-"""Call a function of a learner's Python file on given arguments, each call in a fresh inner process.
+"""Call a function of a learner's Python file on given arguments, each call in a fresh process of its own.
 
 Runs inside the sandbox: it must not import the grader. The plan (input `plan.npy`, a 0-d JSON string) names the
-file (work-relative), and lists calls `{"id", "function", "kwargs"}` whose arguments and results are plain JSON.
-Each call runs through the harness's `run_learner` (inner sandbox, another uid, no network, this probe's inputs
-hidden) in a process of its own that sees only its own arguments, so learner code never sees the other calls
-(hidden scenarios stay one per process). The learner's answer comes back on a descriptor-free channel: the last
-stdout line, after a marker only this probe's runner prints. Results are raw; the grader judges them.
+file (work-relative), lists calls `{"id", "function", "kwargs"}` whose arguments and results are plain JSON, and
+may name trusted modules to `preload` (e.g. Evidently: 3 s of CPU per fresh Python). The calls run in the
+forkserver's worker (inner sandbox, another uid, no network, this probe's inputs hidden), which imports only the
+preloaded modules and forks a child per call: the child imports the learner's file and makes its one call, so
+learner code never sees another call (hidden scenarios stay one per process) and nothing of one call reaches the
+next. The learner's answer comes back on a descriptor-free channel: the last output line after a marker only
+this probe's runner prints. Results are raw; the grader judges them.
 """
 
+import importlib
+import importlib.util
 import json
 import os
 import secrets
 import shutil
 import sys
 import tempfile
-import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
-from harness import probe_main, run_learner, sibling_limit  # noqa: E402
+from forkserver import ForkWorker, serve, start_child, wipe  # noqa: E402
+from harness import probe_main, sibling_limit  # noqa: E402
 
 MAX_SOURCE_BYTES = 256 * 1024
-RUNNER = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("learner_module", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-sys.modules["learner_module"] = module
-spec.loader.exec_module(module)
-call = json.loads(open(sys.argv[2]).read())
-function = getattr(module, call["function"], None)
-if not callable(function):
-    raise SystemExit(f"{call['function']}() is not defined in the file")
-answer = function(**call["kwargs"])
-print()
-print(sys.argv[3] + json.dumps(answer, default=repr))
-"""
+LOG_TAIL = 20_000  # bytes of a call's output read back
 
 
 def add_arguments(parser) -> None:
@@ -49,37 +41,89 @@ def probe(args, inputs) -> dict:
     if source.stat().st_size > MAX_SOURCE_BYTES:
         return {"error": f"{plan['file']} is larger than {MAX_SOURCE_BYTES // 1024} KB"}
     scratch = Path(tempfile.mkdtemp(prefix="calls-"))
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}
+    preload = ",".join(str(m) for m in plan.get("preload", []))
+    worker = ForkWorker([sys.executable, "-I", os.path.abspath(__file__), "--worker", "--preload", preload], scratch,
+                        [args.input, args.out], env={"LANG": "C.UTF-8"}, share_net=False)
     results, took = [], []
-    for call in plan["calls"]:
-        folder = Path(tempfile.mkdtemp(prefix="call-", dir=scratch))  # all the inner process sees of the probe
-        module, runner = folder / "learner_module.py", folder / "runner.py"
-        shutil.copyfile(source, module)
-        runner.write_text(RUNNER)
-        (folder / "call.json").write_text(json.dumps(call))
-        marker = f"@@answer-{secrets.token_hex(8)}@@"
-        started = time.monotonic()
-        done = run_learner([sys.executable, "-I", str(runner), str(module), str(folder / "call.json"), marker],
-                           cwd=str(folder), env=env, timeout=sibling_limit(took, args.seconds),
-                           writable=[str(folder)], hidden=[args.input, args.out], share_net=False)
-        took.append(time.monotonic() - started)
-        shutil.rmtree(folder, ignore_errors=True)
-        record = {"id": call["id"]}
-        answers = [line[len(marker):] for line in done["stdout"].splitlines() if line.startswith(marker)]
-        if done["timed_out"]:
-            record["error"] = f"it did not return within {sibling_limit(took[:-1], args.seconds):.0f} s"
-        elif done["exit"] != 0 or not answers:
-            tail = [line for line in (done["stderr"] or done["stdout"]).splitlines() if line.strip()][-3:]
-            record["error"] = " | ".join(tail)[-600:] or f"exit {done['exit']}"
-        else:
-            try:
-                record["result"] = json.loads(answers[-1])
-            except ValueError:
-                record["error"] = "its answer is not JSON"
-        results.append(record)
+    try:
+        for call in plan["calls"]:
+            wipe(scratch)  # all the call sees of the probe: its own folder, alone in the scratch
+            folder = scratch / "call"
+            folder.mkdir()
+            shutil.copyfile(source, folder / "learner_module.py")
+            (folder / "call.json").write_text(json.dumps(call))
+            marker = f"@@answer-{secrets.token_hex(8)}@@"
+            limit = sibling_limit(took, args.seconds)
+            done = worker.run({"folder": str(folder), "marker": marker}, limit)
+            took.append(done["seconds"])
+            output = _tail(folder / "output.log")
+            results.append({"id": call["id"], **_answer(done, output, marker, limit)})
+    finally:
+        worker.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     return {"calls": results}
 
 
+def _tail(log: Path) -> str:
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - LOG_TAIL))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _answer(done: dict, output: str, marker: str, limit: float) -> dict:
+    answers = [line[len(marker):] for line in output.splitlines() if line.startswith(marker)]
+    if done["timed_out"]:
+        return {"error": f"it did not return within {limit:.0f} s"}
+    if done["exit"] != 0 or not answers:
+        tail = [line for line in output.splitlines() if line.strip() and not line.startswith(marker)][-3:]
+        return {"error": " | ".join(tail)[-600:] or f"exit {done['exit']}"}
+    try:
+        return {"result": json.loads(answers[-1])}
+    except ValueError:
+        return {"error": "its answer is not JSON"}
+
+
+# --- the worker (in the inner sandbox) --------------------------------------------------------------------------
+
+
+def worker_main() -> None:
+    modules = [m for m in sys.argv[sys.argv.index("--preload") + 1].split(",") if m]
+    serve(lambda: [importlib.import_module(m) for m in modules], call_in_child)
+
+
+def call_in_child(request: dict) -> None:
+    """In the forked child: import the learner's file, make the one call, print the answer after the marker."""
+    folder = Path(request["folder"])
+    code = 1
+    try:
+        start_child(folder, folder / "output.log")
+        sys.path.insert(0, str(folder))
+        spec = importlib.util.spec_from_file_location("learner_module", folder / "learner_module.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["learner_module"] = module
+        spec.loader.exec_module(module)
+        call = json.loads((folder / "call.json").read_text())
+        function = getattr(module, call["function"], None)
+        if not callable(function):
+            print(f"{call['function']}() is not defined in the file")
+        else:
+            answer = function(**call["kwargs"])
+            print()
+            print(request["marker"] + json.dumps(answer, default=repr))
+            code = 0
+    except BaseException:  # noqa: BLE001 - whatever the learner's code raises ends this child only
+        traceback.print_exc(limit=-3)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    probe_main(probe, add_arguments)
+    if sys.argv[1:2] == ["--worker"]:
+        worker_main()
+    else:
+        probe_main(probe, add_arguments)

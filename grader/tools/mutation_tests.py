@@ -24,14 +24,14 @@ is spent gets {"not_run": true, ...}.
 import json
 import os
 import re
-import select
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
+from forkserver import ForkWorker, serve, start_child, wipe  # noqa: E402
 
 MAX_TEST_BYTES = 200_000
 MAX_TESTS_LISTED = 400  # passed test ids kept per run
@@ -58,7 +58,8 @@ def run(args, inputs) -> dict:
     variants = {name: str(value) for name, value in inputs.items()}
     scratch = Path(tempfile.mkdtemp(prefix="mutants-"))
     hidden = [str(Path(args.out).resolve()), str(Path(args.input).resolve())]
-    worker = Worker(scratch, hidden)
+    worker = ForkWorker([sys.executable, "-I", os.path.abspath(__file__), "--worker"], scratch, hidden,
+                        env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     runs, deadline = {}, time.monotonic() + args.budget
     try:
         for name, code in variants.items():
@@ -68,9 +69,9 @@ def run(args, inputs) -> dict:
                               "cpu_seconds": 0.0, "tail": "not run: the runs before it used up the time budget"}
                 continue
             root = scratch / "run"
-            _wipe(scratch)  # nothing a run wrote (HOME is here too) is there for the next one
+            wipe(scratch)  # nothing a run wrote (HOME is here too) is there for the next one
             _prepare_run(root, code, tests)
-            result = worker.run(root, min(args.timeout, left))
+            result = worker.run({"root": str(root)}, min(args.timeout, left))
             result.update(read_tally(root / "tally.json"))
             result["tail"] = tail(root / "pytest.log")
             runs[name] = result
@@ -78,14 +79,6 @@ def run(args, inputs) -> dict:
     finally:
         worker.close()
     return {"runs": runs, "nested": worker.nested}
-
-
-def _wipe(folder: Path) -> None:
-    for entry in list(folder.iterdir()) if folder.is_dir() else []:
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
 
 
 def _prepare_run(root: Path, code: str, tests: bytes) -> None:
@@ -97,71 +90,6 @@ def _prepare_run(root: Path, code: str, tests: bytes) -> None:
     (root / "t" / "test_data.py").write_bytes(tests)
     (root / "pytest.ini").write_text(INI)
     (root / "tmp").mkdir()
-
-
-class Worker:
-    """The inner-sandboxed worker process, restarted when it dies."""
-
-    def __init__(self, scratch: Path, hidden: list[str]) -> None:
-        self.scratch, self.hidden, self.proc, self.nested = scratch, hidden, None, False
-
-    def start(self) -> None:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from harness import inner_command, inner_sandbox_available
-
-        env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS",
-                                          "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
-        env.update(HOME=str(self.scratch), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONDONTWRITEBYTECODE="1",
-                   TMPDIR=str(self.scratch))
-        argv = [sys.executable, "-I", os.path.abspath(__file__), "--worker"]
-        self.nested = inner_sandbox_available()
-        if self.nested:
-            argv = inner_command(argv + ["--nested"], [str(self.scratch)], self.hidden)
-        self.proc = subprocess.Popen(argv, cwd=str(self.scratch), env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-        if self._read_line(120) != {"ready": True}:  # the imports, once
-            self.close()
-            raise RuntimeError("the test worker did not start")
-
-    def run(self, root: Path, timeout: float) -> dict:
-        if self.proc is None or self.proc.poll() is not None:
-            self.start()
-        try:
-            self.proc.stdin.write((json.dumps({"root": str(root), "timeout": timeout}) + "\n").encode())
-            self.proc.stdin.flush()
-        except OSError:
-            pass
-        answer = self._read_line(timeout + 15)
-        if not isinstance(answer, dict) or "exit" not in answer:  # the worker died (or hung): a crashed run
-            self.close()
-            return {"exit": -9, "timed_out": False, "seconds": round(timeout, 3), "cpu_seconds": 0.0,
-                    "worker_died": True}
-        return {k: answer.get(k) for k in ("exit", "timed_out", "seconds", "cpu_seconds")}
-
-    def _read_line(self, timeout: float):
-        end, buffer = time.monotonic() + timeout, b""
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in buffer:
-            left = end - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return None
-            buffer += chunk
-        try:
-            return json.loads(buffer.split(b"\n", 1)[0])
-        except ValueError:
-            return None
-
-    def close(self) -> None:
-        if self.proc is not None:
-            kill_group(self.proc.pid)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            self.proc = None
 
 
 def read_tally(path: Path) -> dict:
@@ -190,13 +118,6 @@ def tail(log: Path, lines: int = 15, chars: int = 2000) -> str:
         return ""
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     return "\n".join(text.strip().splitlines()[-lines:])[-chars:]
-
-
-def kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # --- the worker (runs the learner's tests, in the inner sandbox) ---------------------------------------
@@ -245,50 +166,8 @@ class Tally:
 
 
 def worker_main() -> None:
-    """Import once, then one forked pytest run per request line on stdin; one JSON answer line per run."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # non-dumpable: a run cannot read our memory
-    except (OSError, AttributeError):
-        pass
-    prewarm()
-    answers = os.fdopen(os.dup(1), "w")
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing printed by an import lands in the answers
-    answers.write('{"ready": true}\n')
-    answers.flush()
-    nested = "--nested" in sys.argv and os.getuid() == 1001  # harness.INNER_UID: never outside the inner sandbox
-    for line in sys.stdin:
-        request = json.loads(line)
-        answer = run_variant(Path(request["root"]), float(request["timeout"]))
-        if nested:
-            forget()  # before answering: nothing the run left can still write while the probe reads
-        answers.write(json.dumps(answer) + "\n")
-        answers.flush()
-
-
-def forget() -> None:
-    """After a run, in the inner sandbox only: end every process it left (kill(-1) reaches no further than
-    this PID namespace, and spares its init), and empty the private /tmp and /dev/shm, so that no run
-    hands anything to the next."""
-    try:
-        os.kill(-1, signal.SIGKILL)
-    except OSError:
-        pass
-    scratch = Path(os.environ["HOME"])  # the probe's scratch, mounted under /tmp: the probe empties it
-    for folder in ("/tmp", "/dev/shm"):
-        try:
-            entries = [e for e in Path(folder).iterdir() if e != scratch and e not in scratch.parents]
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink()
-            except OSError:
-                pass
+    """Import once, then one forked pytest run per request (forkserver.serve)."""
+    serve(prewarm, lambda request: child(Path(request["root"]), Path(request["root"]) / "pytest.log"))
 
 
 def prewarm() -> None:
@@ -301,44 +180,16 @@ def prewarm() -> None:
     from _pytest import capture, fixtures, monkeypatch, python, terminal, tmpdir  # noqa: F401
 
 
-def run_variant(root: Path, timeout: float) -> dict:
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        child(root, root / "pytest.log")
-    timed_out = False
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() - start > timeout:
-            timed_out = True
-            kill_group(pid)
-            _, status, usage = os.wait4(pid, 0)
-            break
-        time.sleep(0.02)
-    kill_group(pid)  # whatever the tests left running
-    return {"exit": None if timed_out else exit_code(status), "timed_out": timed_out,
-            "seconds": round(time.monotonic() - start, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}
-
-
 def child(root: Path, log: Path) -> None:
     code = 3
     try:
-        os.setpgid(0, 0)
-        os.chdir(root)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        os.closerange(3, 4096)  # the worker's answer pipe among them: a test cannot write a verdict
+        start_child(root, log)
         os.environ["TMPDIR"] = str(root / "tmp")
         sys.path.insert(0, str(root / "pkg"))
         for name in [m for m in sys.modules if m == "mlops_kit" or m.startswith("mlops_kit.")]:
             del sys.modules[name]
         import pytest
 
-        sys.stdin = open(os.devnull)  # noqa: SIM115 - the worker's requests are not the tests' business
         tally = Tally()
         code = int(pytest.main(["-q", "-p", "no:cacheprovider", "-c", str(root / "pytest.ini"), "--rootdir",
                                 str(root), "--basetemp", str(root / "tmp" / "pytest"), "-o",
@@ -355,17 +206,10 @@ def child(root: Path, log: Path) -> None:
         os._exit(code)
 
 
-def exit_code(status: int) -> int:
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else 3
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
         worker_main()
     else:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file
         from harness import probe_main
 
         probe_main(run, add_arguments)
