@@ -60,12 +60,23 @@ def check(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
 
 @app.command()
 def grade(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
-          submissions: List[Path] = typer.Argument(..., help="Notebook files to grade."),
+          submissions: Optional[List[Path]] = typer.Argument(None, help="Notebook files to grade (not with --cohort)."),
           json_out: Optional[Path] = typer.Option(None, "--json", help="Write results (Gradescope shape) here."),
           html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML feedback page here."),
           jobs: int = typer.Option(1, "--jobs", "-j", help="Sandboxes run at once."),
           no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Grade WITHOUT isolation (trusted code only)."),
-          reveal_hidden: bool = typer.Option(False, "--reveal-hidden", help="Show hidden checks' details (instructors).")):
+          reveal_hidden: bool = typer.Option(False, "--reveal-hidden", help="Show hidden checks' details (instructors)."),
+          cohort: Optional[Path] = typer.Option(None, "--cohort", help="A cohort folder (`mlops-grade collect`): grade "
+                                                "what is new or changed into the gradebook."),
+          db: Optional[str] = typer.Option(None, "--db", envvar="MLOPS_GRADEBOOK",
+                                           help="Gradebook URL or SQLite path; default <cohort>/gradebook.db."),
+          roster: Optional[Path] = typer.Option(None, "--roster", help="Roster CSV (id, name, email, lms_id, ...)."),
+          backend: str = typer.Option("local", "--backend", help="local (threads here) or dask (--scheduler)."),
+          scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, tcp://HOST:PORT."),
+          checks_dir: Optional[Path] = typer.Option(None, "--checks-dir", help="Private checks that override or extend "
+                                                    "the lab's (<lab id>.py or labNN.py in that folder)."),
+          regrade: bool = typer.Option(False, "--regrade", help="With --cohort: grade every submission again."),
+          quiet: bool = typer.Option(False, "--quiet", help="With --cohort: no progress bar.")):
     """Grade submissions fully (visible and hidden checks); every submission gets a result."""
     from grader.grade import Interrupted, grade_batch, write_results
     from grader.labs import find_lab
@@ -73,6 +84,29 @@ def grade(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
     from grader.sandbox import probe_bubblewrap
 
     module = find_lab(lab)
+    if checks_dir is not None:
+        from grader.cohort import private
+
+        try:
+            private.refuse_public_places(checks_dir, *([cohort] if cohort else []))
+            module = private.load(module, checks_dir)
+        except (OSError, ValueError, SyntaxError) as err:
+            typer.echo(f"--checks-dir: {err}", err=True)
+            raise typer.Exit(2) from None
+    if cohort is not None:
+        if submissions:
+            typer.echo("Give notebook FILES or --cohort DIR, not both.", err=True)
+            raise typer.Exit(2)
+        if json_out or html_out:
+            typer.echo("With --cohort, results go to the gradebook: write them with `mlops-grade gradebook export "
+                       "--format gradescope|html|...`.", err=True)
+            raise typer.Exit(2)
+        _grade_cohort(module, cohort, db=db, roster=roster, jobs=jobs, backend=backend, scheduler=scheduler,
+                      regrade=regrade, isolate=not no_sandbox, progress=not quiet)
+        return
+    if not submissions:
+        typer.echo("Name the notebook FILES to grade, or a cohort folder with --cohort DIR.", err=True)
+        raise typer.Exit(2)
     if not no_sandbox and (reason := probe_bubblewrap()):
         typer.echo(f"Refusing to grade without a sandbox: {reason}.\nInstall bubblewrap, or pass --no-sandbox "
                    "if you trust every submission.", err=True)
@@ -142,6 +176,214 @@ def doctor():
     missing = [f.name for f in found if not f.ok]
     typer.echo(f"{len(found) - len(missing)} of {len(found)} features available"
                + (f"; missing: {', '.join(missing)}" if missing else ""))
+
+
+def _grade_cohort(module, cohort: Path, *, db, roster, jobs, backend, scheduler, regrade, isolate, progress) -> None:
+    from grader.cohort import gradebook
+    from grader.cohort.roster import Roster
+    from grader.cohort.runner import grade_cohort
+    from grader.sandbox import probe_bubblewrap
+
+    if not cohort.is_dir():
+        typer.echo(f"--cohort {cohort}: no such folder (collect submissions with `mlops-grade collect`)", err=True)
+        raise typer.Exit(2)
+    if backend == "local" and isolate and (reason := probe_bubblewrap()):
+        typer.echo(f"Refusing to grade without a sandbox: {reason}.", err=True)
+        raise typer.Exit(2)
+    try:
+        members = Roster.read(roster) if roster else None
+        engine = gradebook.open_gradebook(db or str(cohort / "gradebook.db"))
+    except (OSError, ValueError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    written = []
+    try:
+        summary = grade_cohort(module, cohort, engine, jobs=jobs, backend=backend, scheduler=scheduler, regrade=regrade,
+                               roster=members, isolate=isolate, progress=progress,
+                               on_result=lambda job, result: written.append(job.learner))
+    except KeyboardInterrupt:
+        typer.echo(f"\nInterrupted: {len(written)} submissions were graded and are in the gradebook. "
+                   "Run the same command again for the rest.", err=True)
+        raise typer.Exit(130) from None
+    except ValueError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    for problem in summary.problems:
+        typer.echo(f"not graded: {problem}", err=True)
+    typer.echo(f"{module.LAB.id}: {summary.total} current submissions; graded {summary.todo} now "
+               f"({summary.written['new']} new, {summary.written['regraded']} regraded, {summary.errors} grader errors "
+               f"to retry) in {summary.seconds:.1f} s; {summary.total - summary.todo} were up to date")
+
+
+@app.command()
+def collect(source: Path = typer.Argument(..., help="A folder tree, a Canvas or Moodle submissions zip, or a folder of "
+                                          "learners' git repositories / bundles."),
+            lab: str = typer.Option(..., "--lab", help="Lab number or id."),
+            into: Path = typer.Option(..., "--into", help="The cohort folder to collect into."),
+            roster: Optional[Path] = typer.Option(None, "--roster", help="Roster CSV: maps LMS ids and names to learners."),
+            deadline: Optional[str] = typer.Option(None, "--deadline", help="Git: the last commit before this ISO time."),
+            git: Optional[bool] = typer.Option(None, "--git/--no-git", help="Read SOURCE as git repositories (default: "
+                                               "guessed).")):
+    """Collect one lab's submissions into a cohort folder: learner id, submission time and content hash."""
+    from grader.cohort.intake import collect as collect_into
+    from grader.cohort.policy import parse_time
+    from grader.cohort.roster import Roster
+    from grader.labs import find_lab
+
+    lab_id = find_lab(lab).LAB.id
+    try:
+        members = Roster.read(roster) if roster else None
+        found, problems = collect_into(source, lab_id, into, roster=members,
+                                       deadline=parse_time(deadline) if deadline else None, git=git)
+    except (OSError, ValueError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    for item in found:
+        typer.echo(f"{item.learner:<24} {item.submitted_at or '(no time)':<32} {item.sha256[:12]}  {item.source}: "
+                   f"{item.original}")
+    for problem in problems:
+        typer.echo(f"skipped: {problem.where}: {problem.message}", err=True)
+    missing = [m.id for m in members if m.id not in {f.learner for f in found}] if members else []
+    typer.echo(f"collected {len(found)} submissions of {lab_id} into {into}"
+               + (f"; no submission from {len(missing)}: {', '.join(missing)}" if missing else ""))
+
+
+gradebook_app = typer.Typer(help="The cohort gradebook: exports, overrides, late policy, extensions.", no_args_is_help=True)
+app.add_typer(gradebook_app, name="gradebook")
+DB_OPTION = typer.Option(..., "--db", envvar="MLOPS_GRADEBOOK", help="Gradebook URL or SQLite path.")
+
+
+def _open(db: str):
+    from grader.cohort.gradebook import open_gradebook
+
+    try:
+        return open_gradebook(db)
+    except Exception as err:  # noqa: BLE001 — an unreachable or unreadable gradebook: say so plainly
+        typer.echo(f"cannot open the gradebook {db}: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _lab_id(lab: str) -> str:
+    from grader.labs import find_lab
+
+    try:
+        return find_lab(lab).LAB.id
+    except LookupError:
+        return lab
+
+
+@gradebook_app.command("export")
+def gradebook_export(db: str = DB_OPTION,
+                     fmt: str = typer.Option(..., "--format", help="canvas|moodle|gradescope|junit|html|csv"),
+                     out: Path = typer.Option(..., "--out", help="File (canvas, moodle, junit, csv) or folder "
+                                              "(gradescope, html)."),
+                     lab: Optional[str] = typer.Option(None, "--lab", help="Only this lab (needed where several are)."),
+                     title: Optional[str] = typer.Option(None, "--title", help="The assignment's name in the LMS."),
+                     assignment_id: str = typer.Option("", "--assignment-id", help="Canvas assignment id.")):
+    """Export final grades (overrides and late policy applied now) for an LMS, Gradescope, CI or learners."""
+    from grader.cohort.exports import export
+
+    engine = _open(db)
+    try:
+        written = export(engine, fmt, out, lab=_lab_id(lab) if lab else None, title=title, assignment_id=assignment_id)
+    except ValueError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{fmt}: wrote {len(written)} file(s) under {out}")
+
+
+@gradebook_app.command("override")
+def gradebook_override(learner: str = typer.Argument(...), lab: str = typer.Argument(...),
+                       check: Optional[str] = typer.Argument(None, help="One check; default: the whole lab's score."),
+                       score: float = typer.Option(..., "--score"), reason: str = typer.Option(..., "--reason"),
+                       db: str = DB_OPTION):
+    """Override a learner's score (a check's or the lab's); a regrade never replaces it; audited."""
+    from grader.cohort.gradebook import add_override
+
+    engine = _open(db)
+    try:
+        add_override(engine, learner, _lab_id(lab), score, reason, check=check or "")
+    except (LookupError, ValueError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"override: {learner} {_lab_id(lab)} {check or '(whole lab)'} = {score:g}")
+
+
+@gradebook_app.command("policy")
+def gradebook_policy(lab: str = typer.Argument(...), db: str = DB_OPTION,
+                     deadline: Optional[str] = typer.Option(None, "--deadline", help="ISO 8601, e.g. 2026-03-01T23:59+01:00"),
+                     late: Optional[str] = typer.Option(None, "--late", help="none | linear:10/hour | linear:20/day | "
+                                                        "zero[:grace=2]")):
+    """Set a lab's deadline and late policy (applied at export time, never to stored scores)."""
+    from grader.cohort.gradebook import set_lab
+    from grader.cohort.policy import parse_time
+
+    engine = _open(db)
+    try:
+        set_lab(engine, _lab_id(lab), parse_time(deadline) if deadline else None, late)
+    except ValueError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{_lab_id(lab)}: deadline {deadline or '(unchanged)'}, late policy {late or '(unchanged)'}")
+
+
+@gradebook_app.command("extend")
+def gradebook_extend(learner: str = typer.Argument(...), lab: str = typer.Argument(...),
+                     hours: float = typer.Option(..., "--hours"), reason: str = typer.Option("", "--reason"),
+                     db: str = DB_OPTION):
+    """Give a learner extra hours on a lab's deadline."""
+    from grader.cohort.gradebook import set_extension
+
+    set_extension(_open(db), learner, _lab_id(lab), hours, reason)
+    typer.echo(f"extension: {learner} {_lab_id(lab)} +{hours:g} h")
+
+
+@gradebook_app.command("show")
+def gradebook_show(db: str = DB_OPTION, learner: Optional[str] = typer.Option(None, "--learner"),
+                   lab: Optional[str] = typer.Option(None, "--lab")):
+    """Final grades (one row per learner and lab); with --learner, their checks and audit trail too."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from grader.cohort import gradebook
+    from grader.cohort.exports import finals
+
+    engine = _open(db)
+    rows = finals(engine, _lab_id(lab) if lab else None, learner, record_penalties=False)
+    console = Console(width=160)
+    table = Table(title="gradebook")
+    for column in ("learner", "lab", "status", "submitted", "raw", "late", "final", "overrides"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(Text(r.learner.id), r.lab, r.status, r.submitted_at.isoformat(timespec="minutes") if r.submitted_at
+                      else "", f"{r.raw:g}" if r.final is not None else "",
+                      f"-{r.penalty:g} ({r.hours_late:.1f} h)" if r.penalty else "",
+                      f"{r.final:g}/{r.max_score:g}" if r.final is not None else "", Text("; ".join(r.overrides)))
+    console.print(table)
+    if learner:
+        for r in rows:
+            checks = Table(title=f"{r.lab}: checks")
+            for column in ("check", "status", "points", "details"):
+                checks.add_column(column, overflow="fold")
+            for t in r.tests:
+                checks.add_row(Text(t["name"]), t.get("check_status", t["status"]), f"{t['score']:g}/{t['max_score']:g}",
+                               Text(str(t.get("output", ""))[:300]))
+            if r.tests:
+                console.print(checks)
+        with Session(engine) as session:
+            trail = session.scalars(select(gradebook.Audit).where(gradebook.Audit.learner_id == learner)
+                                    .order_by(gradebook.Audit.id)).all()
+        audit = Table(title="audit trail")
+        for column in ("when", "lab", "check", "kind", "old", "new", "detail", "by"):
+            audit.add_column(column, overflow="fold")
+        for a in trail:
+            audit.add_row(gradebook.utc(a.at).isoformat(timespec="seconds"), a.lab, Text(a.check), a.kind,
+                          "" if a.old is None else f"{a.old:g}", "" if a.new is None else f"{a.new:g}", Text(a.detail),
+                          Text(a.actor))
+        console.print(audit)
 
 
 def main() -> None:

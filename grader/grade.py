@@ -43,8 +43,9 @@ class Result:
         tests = []
         for t in self.tests:
             shown = t.visible or reveal_hidden
-            tests.append({
-                "name": t.name, "score": t.score, "max_score": t.max_score, "status": t.status,
+            tests.append({  # Gradescope's `status` is only passed/failed; ours (partial, skipped) is `check_status`
+                "name": t.name, "score": t.score, "max_score": t.max_score,
+                "status": "passed" if t.status == "passed" else "failed", "check_status": t.status,
                 "output": clean_text(_test_output(t), 2 * MESSAGE_LIMIT) if shown else f"hidden check: {t.status}",
                 "visibility": "visible" if t.visible else "after_published",
                 **({"hint": t.hint, "section": t.section, "description": t.description} if shown else {}),
