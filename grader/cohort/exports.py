@@ -185,7 +185,9 @@ def _write_csv(path: Path, header: list[str], lines: list[list]) -> list[Path]:
 def canvas(rows, out: Path, title=None, assignment_id="", **_) -> list[Path]:
     lab = _one_lab(rows, "canvas")
     column = f"{_title(lab, title)} ({assignment_id})" if assignment_id else _title(lab, title)
-    top = max((r.max_score for r in rows if r.max_score), default=0)
+    # the maximum of a graded result: a rejected one counts checks that cannot run here (a cluster, a GPU)
+    graded = [r.max_score for r in rows if r.max_score and r.status == "graded"]
+    top = max(graded or [r.max_score for r in rows if r.max_score] or [0])
     lines = [["    Points Possible", "", "", "", "", _score(top)]]
     for r in rows:
         person = r.learner
