@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
-from harness import INNER_UID, make_undumpable  # noqa: E402
+from harness import INNER_NOT_NEEDED, INNER_UID, block_imports, make_undumpable  # noqa: E402
 
 START_SECONDS = 120  # the worker's imports, once
 ENV_KEPT = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -64,7 +64,8 @@ class ForkWorker:
         self.nested = inner_sandbox_available()
         argv = self.argv
         if self.nested:
-            argv = inner_command(argv + ["--nested"], [str(self.scratch)], self.hidden, share_net=self.share_net)
+            argv = inner_command(argv + ["--nested"], [str(self.scratch)], self.hidden, share_net=self.share_net,
+                                 pythonpath=self.env.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(argv, cwd=str(self.scratch), env=self.env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
         if self._read_line(START_SECONDS) != {"ready": True}:
@@ -144,6 +145,7 @@ def serve(prewarm, child) -> None:
     `child` runs in the forked process and must end it with `os._exit`; `start_child` prepares that process.
     """
     make_undumpable()  # a run cannot read or trace the worker
+    block_imports(INNER_NOT_NEEDED)  # -I ignores the inner sandbox's sitecustomize: the same, for every child too
     prewarm()
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing printed by an import lands in the answers

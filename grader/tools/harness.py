@@ -43,6 +43,10 @@ import traceback
 from pathlib import Path
 
 INNER_UID = 1001  # the learner's code inside a probe runs as another user than the probe itself
+# Unimportable one sandbox further in, where /proc is the probe's (a fresh procfs cannot be mounted there): Dask
+# calls psutil.Process() at import, which reads /proc/<the inner PID> — another process, or none, and then a crash
+# (pandera imports Dask when it validates). No lab uses Dask; the grader's cohort backend runs outside sandboxes.
+INNER_NOT_NEEDED = ("dask", "distributed")
 _CAP = 4000
 
 
@@ -151,7 +155,8 @@ def block_imports(names) -> None:
     sys.meta_path.insert(0, _NotNeeded(tuple(names)))
 
 
-def probe_main(probe, add_arguments=None, not_needed: tuple[str, ...] = ("torch", "rfc3987_syntax")) -> None:
+def probe_main(probe, add_arguments=None,
+               not_needed: tuple[str, ...] = ("torch", "rfc3987_syntax", "dask", "distributed")) -> None:
     """Parse the standard arguments, run `probe(args, inputs)`, and write its result (see the module doc).
 
     `not_needed` packages cannot be imported in the probe: scikit-learn's estimator discovery (which skops runs
@@ -219,10 +224,25 @@ def _private_dirs() -> tuple[str, str] | None:
         return None
 
 
-def inner_command(argv: list[str], writable: list[str], hidden: list[str], share_net: bool = True) -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _inner_site() -> str | None:
+    """A folder with a sitecustomize that makes INNER_NOT_NEEDED unimportable, readable by the inner uid."""
+    try:
+        folder = tempfile.mkdtemp(prefix="inner-site-")
+        Path(folder, "sitecustomize.py").write_text(BLOCKER.format(blocked=INNER_NOT_NEEDED), encoding="utf-8")
+        os.chmod(Path(folder, "sitecustomize.py"), 0o644)
+        os.chmod(folder, 0o755)
+        return folder
+    except OSError:
+        return None
+
+
+def inner_command(argv: list[str], writable: list[str], hidden: list[str], share_net: bool = True,
+                  pythonpath: str = "") -> list[str]:
     """`argv` wrapped in a nested bubblewrap: another uid, its own PID namespace, `hidden` paths replaced by
     empty read-only directories (the probe's output and inputs), only `writable` paths, a private /tmp and
-    /dev/shm writable (in the grader's sandbox: directories under the job's quota; /dev read-only)."""
+    /dev/shm writable (in the grader's sandbox: directories under the job's quota; /dev read-only), and
+    INNER_NOT_NEEDED unimportable in its Python processes (a sitecustomize ahead of `pythonpath`)."""
     args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
             "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--ro-bind", "/", "/",
             # a fresh procfs cannot be mounted one level down; the outer one shows no process it could signal
@@ -241,6 +261,9 @@ def inner_command(argv: list[str], writable: list[str], hidden: list[str], share
         args += ["--bind", path, path]
     for path in hidden:
         args += ["--tmpfs", path, "--remount-ro", path]
+    site = _inner_site()
+    if site:
+        args += ["--ro-bind", site, site, "--setenv", "PYTHONPATH", os.pathsep.join(p for p in (site, pythonpath) if p)]
     return args + ["--"] + list(argv)
 
 
@@ -264,7 +287,7 @@ def run_learner(argv: list[str], *, cwd: str, env: dict, timeout: float, writabl
     and without nesting, its whole process group (session) is killed.
     """
     nested = inner_sandbox_available()
-    command = inner_command(argv, writable, hidden, share_net) if nested else list(argv)
+    command = inner_command(argv, writable, hidden, share_net, env.get("PYTHONPATH", "")) if nested else list(argv)
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.PIPE if stdin is not None else
                             subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)

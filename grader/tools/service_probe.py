@@ -99,7 +99,8 @@ class Server:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH", "")) if p)
         cwd = self.work / self.plan.get("cwd", ".")
         env["HOME"] = home
-        command = inner_command(argv, writable=[home], hidden=self.hidden) if self.nested else argv
+        command = (inner_command(argv, writable=[home], hidden=self.hidden, pythonpath=env.get("PYTHONPATH", ""))
+                   if self.nested else argv)
         self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
