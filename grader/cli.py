@@ -54,8 +54,38 @@ def check(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
     if isolate and (reason := probe_bubblewrap()):
         typer.echo(f"Notice: {reason}. Running your notebook without the sandbox.", err=True)
         isolate = False
-    result = grade_notebook(module, notebook or module.LAB.lab_path, include_hidden=False, isolate=isolate)
+    checked = notebook or module.LAB.lab_path
+    result = grade_notebook(module, checked, include_hidden=False, isolate=isolate)
     print_results([result])
+    from grader.grade import _is_solution
+
+    # a grader failure is not the learner's attempt, nor is the lab's reference solution
+    if result.status != "error" and not _is_solution(module.LAB, Path(checked)):
+        from grader.progress import record_attempt
+
+        if notice := record_attempt(module.LAB.id, result.tests, notebook=checked, source="check",
+                                    score=result.score, max_score=result.max_score):
+            typer.echo(notice, err=True)
+
+
+@app.command()
+def progress(learner: Optional[str] = typer.Option(None, "--learner", help="A learner in an instructor's gradebook "
+                                                   "(needs --db); default: your own check history."),
+             db: Optional[str] = typer.Option(None, "--db", envvar="MLOPS_GRADEBOOK",
+                                              help="With --learner: the gradebook URL or SQLite path (read-only)."),
+             html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the view as an HTML page here.")):
+    """Where you stand: each lab done / started / not started, scores and dates, what failing checks ask next,
+    the next lab, time spent vs the estimate (from your `mlops-grade check` and `self_check()` history)."""
+    from grader.progress import load, render, write_html
+
+    try:
+        view = load(learner, db)
+    except Exception as err:  # noqa: BLE001 — an unreadable history or gradebook: say so plainly
+        typer.echo(f"cannot read progress: {err}", err=True)
+        raise typer.Exit(2) from None
+    render(view)
+    if html_out:
+        typer.echo(f"html: {write_html(view, html_out)}")
 
 
 @app.command()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 # %% auto #0
-__all__ = ['SelfCheck', 'self_check']
+__all__ = ['SelfCheck', 'self_check', 'ProgressView', 'progress']
 
 # %% ../curriculum/00_course.ipynb #3d7f94e7
 class SelfCheck:
@@ -36,3 +36,31 @@ def self_check(lab: str, **params):
     if done.returncode != 0:
         raise RuntimeError(f"the self-check could not run: {done.stderr.strip()[-2000:]}")
     return SelfCheck(json.loads(done.stdout))
+
+# %% ../curriculum/00_course.ipynb #b7d2f4a9
+class ProgressView:
+    """The grader's progress view: an HTML table in Jupyter, plain text elsewhere; `.data` holds the figures."""
+
+    def __init__(self, answer: dict):
+        self.answer = answer
+        self.data = {k: v for k, v in answer.items() if k not in ("html", "text")}
+        self.next_lab = answer.get("next_lab")
+
+    def _repr_html_(self) -> str:
+        return self.answer.get("html", "")
+
+    def __repr__(self) -> str:
+        return self.answer.get("text", "")
+
+
+def progress(learner: str | None = None, db: str | None = None):
+    """Your progress across the course, from your check history (or `learner`'s, from the gradebook `db`)."""
+    command = [sys.executable, "-m", "grader.progress"]
+    if learner:
+        command += ["--learner", learner]
+    if db:
+        command += ["--db", db]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=os.getcwd())
+    if done.returncode != 0:
+        raise RuntimeError(f"the progress view could not be built: {done.stderr.strip()[-2000:]}")
+    return ProgressView(json.loads(done.stdout))
