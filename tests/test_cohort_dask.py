@@ -4,6 +4,7 @@ submission in the worker's own sandbox; the coordinator writes the results; a wo
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,12 @@ from grader.labs import REPO, find_lab
 
 LAB = "10_kubernetes"
 DASK = Path(sys.executable).parent / "dask"
+
+
+# A SIGKILLed worker cannot unmount its sandboxes' tmpfs quotas: give each worker a private mount namespace (as a
+# container or `systemd-run -p PrivateMounts=yes` would), so the kernel drops its mounts when it dies.
+_OWN_MOUNTS = (["unshare", "--mount", "--propagation", "private"]
+               if os.geteuid() == 0 and shutil.which("unshare") else [])
 
 
 def _free_port() -> int:
@@ -52,8 +59,8 @@ def cluster(tmp_path):
     try:
         for n in range(2):  # --no-nanny: a killed worker stays dead (a nanny would restart it)
             procs.append(subprocess.Popen(
-                [str(DASK), "worker", address, "--no-nanny", "--nthreads", "1", "--host", "127.0.0.1", "--name", f"w{n}",
-                 "--no-dashboard", "--local-directory", str(tmp_path / f"w{n}")], cwd=REPO, env=env,
+                [*_OWN_MOUNTS, str(DASK), "worker", address, "--no-nanny", "--nthreads", "1", "--host", "127.0.0.1",
+                 "--name", f"w{n}", "--no-dashboard", "--local-directory", str(tmp_path / f"w{n}")], cwd=REPO, env=env,
                 stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"worker{n}.log", "w")))
         _wait_for_workers(address, 2)
         yield address, procs
@@ -66,6 +73,9 @@ def cluster(tmp_path):
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                  if line.split()[1].startswith(str(tmp_path))]
+        assert not mounts, f"sandbox mounts left behind by the workers: {mounts}"
 
 
 @pytest.mark.slow
