@@ -83,7 +83,7 @@ EXTRA = {
 
 
 def _plan(script: str) -> dict:
-    return {"command": ["python3", script], "port": 8123, "health": "/healthz", "ready_seconds": 8,
+    return {"command": ["python3", script], "port": 8123, "health": "/healthz", "ready_seconds": 30,
             "requests": [{"name": "ok", "method": "POST", "path": "/predict", "json": {"rows": [[1, 2], [3, 4]]}},
                          {"name": "empty", "method": "POST", "path": "/predict", "json": {"rows": []}}],
             "load": {"method": "POST", "path": "/predict", "json": {"rows": [[1, 1]]}, "requests": 60,
@@ -143,7 +143,7 @@ def test_a_healthy_server_answers_and_stops_cleanly(tmp_path, isolate):
 
 
 def test_a_server_that_never_becomes_ready_is_reported_and_stopped(tmp_path, isolate):
-    result, mark = _serve(tmp_path, "never_ready", isolate)
+    result, mark = _serve(tmp_path, "never_ready", isolate, ready_seconds=8)
     assert not result["ready"]
     assert "not ready after 8 s: /healthz answered 503" in result["startup"]
     assert result["responses"] == {} and result["load"] is None
