@@ -364,9 +364,11 @@ def hpa_problems(hpas: list[dict], deployment: str) -> list[str]:
 
 
 def request_through_port_forward(context: str, namespace: str, service: str, port: int, path: str = "/readyz",
-                                 timeout: float = REQUEST_SECONDS, kubectl=("kubectl",)) -> tuple[int, str]:
-    """`kubectl port-forward svc/SERVICE :PORT` on 127.0.0.1, one GET `path`: (status, start of the body).
-    The forward is stopped in `finally:`. A Problem when it does not come up or the request fails."""
+                                 timeout: float = REQUEST_SECONDS, kubectl=("kubectl",),
+                                 body: bytes | None = None) -> tuple[int, str]:
+    """`kubectl port-forward svc/SERVICE :PORT` on 127.0.0.1, one GET `path` (a JSON POST of `body` when one is
+    given): (status, start of the body). The forward is stopped in `finally:`. A Problem when it does not come up
+    or the request fails."""
     command = [*kubectl, "--context", context, "-n", namespace, "port-forward", "--address", "127.0.0.1",
                f"svc/{service}", f":{port}"]
     forward = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -385,14 +387,18 @@ def request_through_port_forward(context: str, namespace: str, service: str, por
             match = FORWARDING.search(line)
             local = int(match.group(1)) if match else None
         url = f"http://127.0.0.1:{local}{path}"
+        method = "GET" if body is None else "POST"
+        request = urllib.request.Request(url, data=body, method=method,
+                                         headers={} if body is None else {"Content-Type": "application/json"})
         try:
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
-            with opener.open(url, timeout=max(end - time.monotonic(), 5)) as answer:
+            with opener.open(request, timeout=max(end - time.monotonic(), 5)) as answer:
                 return answer.status, answer.read(300).decode("utf-8", "replace")
         except urllib.error.HTTPError as err:
             return err.code, err.read(300).decode("utf-8", "replace")
         except (urllib.error.URLError, OSError) as err:
-            raise Problem(f"GET {path} through the port-forward to svc/{service}:{port} failed: {_short(err)}") from None
+            raise Problem(f"{method} {path} through the port-forward to svc/{service}:{port} failed: {_short(err)}") \
+                from None
     finally:
         forward.terminate()
         try:
