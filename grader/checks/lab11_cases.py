@@ -99,9 +99,11 @@ TRACER = _provider.get_tracer("cancer-service")"""),),
          expect={"learner_rule_tests": "failed", "hidden_error_burn": "failed", "recording_rules_live": "failed"},
          says={"recording_rules_live": r"cancer:error_ratio:rate5m recorded nothing after the traffic"},
          fix="(sum(rate(errors[5m])) or vector(0)) / sum(rate(all[5m])): a healthy service has an error ratio of 0."),
-    Case("slo_typed_in", "typed in the notebook's SLO (300 ms at the 95th percentile) instead of reading slo",
+    # not the notebook's 95th percentile: its fast-burn threshold (14.4 × 5 %) equals twice the graded 97.5th's, the
+    # very rate the learner's own test sends, so whether that test fails would depend on float rounding
+    Case("slo_typed_in", "typed in an SLO (300 ms at the 90th percentile) instead of reading slo",
          edits=(replace(RULES, 'threshold = slo["latency"]["threshold_ms"] / 1000\n    quantile = '
-                        'slo["latency"]["percentile"] / 100', "threshold = 0.3\n    quantile = 0.95"),),
+                        'slo["latency"]["percentile"] / 100', "threshold = 0.3\n    quantile = 0.9"),),
          expect={"rules_from_slo": "failed", "learner_rule_tests": "failed", "hidden_latency_burn": "failed",
                  "recording_rules_live": "failed"},
          says={"rules_from_slo": r"reads the bucket\(s\) le=\['0.3'\], but the SLO's threshold is \d+ ms"},

@@ -170,13 +170,14 @@ def observe(prometheus, plan: dict) -> dict:
         after = time.time()  # every rule evaluated from now on sees the last scrape
         for name in plan.get("recorded") or {}:
             try:
-                prometheus.wait_for(f"max(timestamp({name}))", 6, lambda r, t=after: bool(r) and r[0][1] >= t)
+                # a few evaluations after the traffic's last scrape: `settled` picks one that missed no scrape
+                prometheus.wait_for(f"max(timestamp({name}))", 8, lambda r, t=after: bool(r) and r[0][1] >= t + 2.5)
             except TimeoutError:
                 continue  # records nothing (or not since): compared as it is
         for name, expr in (plan.get("queries") or {}).items():
             facts["queries"][name] = ask(prometheus, expr)
         for name, reference in (plan.get("recorded") or {}).items():
-            facts["recorded"][name] = compare(prometheus, name, reference)
+            facts["recorded"][name] = compare(prometheus, name, reference, plan.get("job", "cancer-service"), after)
     except (TimeoutError, RuntimeError, OSError) as err:
         facts["error"] = f"{type(err).__name__}: {err}"[:800]
     facts["log"] = prometheus.log_tail(1500)
@@ -190,13 +191,35 @@ def ask(prometheus, expr: str, at=None) -> dict:
         return {"error": f"{err}"[:400]}
 
 
-def compare(prometheus, name: str, reference: str) -> dict:
-    """The learner's recorded series and the reference expression, both at the recorded sample's timestamp."""
+def compare(prometheus, name: str, reference: str, job: str = "cancer-service", since: float = 0.0) -> dict:
+    """The learner's recorded series and the reference expression, both at the timestamp of a recorded sample
+    whose rule evaluation saw every scrape up to it (`settled`)."""
     stamps = ask(prometheus, f"max(timestamp({name}))")
     if "error" in stamps or not stamps["result"]:
         return {"at": None, "learner": ask(prometheus, name), "reference": ask(prometheus, reference)}
-    at = stamps["result"][0][1]
+    at = settled(prometheus, name, job, since) or stamps["result"][0][1]
     return {"at": at, "learner": ask(prometheus, name, at), "reference": ask(prometheus, reference, at)}
+
+
+def _sample_times(prometheus, expr: str) -> list[tuple[float, float]]:
+    """(timestamp, value) of every sample of a range selector `expr`, all series together."""
+    try:
+        data = prometheus.api("query", query=expr)
+    except Exception:  # noqa: BLE001 - no history: the caller falls back to the latest sample
+        return []
+    return sorted((float(t), float(v)) for item in data.get("result", []) for t, v in item.get("values", []))
+
+
+def settled(prometheus, name: str, job: str, since: float, window: str = "60s") -> float | None:
+    """The latest timestamp of a recorded sample whose evaluation missed no scrape: a scrape stamped before it but
+    still running when the rule ran is seen by a later query and not by the rule (with few samples in a 5-minute
+    window, rate() then differs by a large factor). A scrape with timestamp t and duration d is in by t + d."""
+    scrapes = _sample_times(prometheus, f'scrape_duration_seconds{{job="{job}"}}[{window}]')
+    recorded = sorted({t for t, _ in _sample_times(prometheus, f"{name}[{window}]")}, reverse=True)
+    for at in (t for t in recorded if t >= since):  # evaluated after the traffic's last scrape
+        if all(t + d + 0.25 < at for t, d in scrapes if t <= at):
+            return at
+    return None
 
 
 def spans(home: str, relative: str) -> tuple[list, str]:

@@ -172,9 +172,9 @@ class Server:
             return {"exited_before_stop": True, "exit": self.proc.returncode, "ignored_sigterm": False,
                     "daemons": 0, "left_running": 0}
         main = self.main_pid()
-        if main is None:
+        if main is None or not _running(main):  # gone, or a zombie its init has not reaped yet (a busy machine)
             return {"exited_before_stop": True, "exit": None, "ignored_sigterm": False, "daemons": 0,
-                    "left_running": len(self.learner_pids())}
+                    "left_running": len([p for p in self.learner_pids() if _running(p) and p != self._init()])}
         daemons = self.daemons(main)
         start = time.monotonic()
         _signal(main, signal.SIGTERM)
