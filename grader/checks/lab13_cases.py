@@ -13,9 +13,12 @@ CASES = [
          expect={"training_reproducible": "failed"},
          says={"training_reproducible": r"at this run's seed \(53\) gives other weights"},
          fix="Pass the seed parameter everywhere randomness enters: the grader reruns your training with its own."),
-    Case("one_epoch", "trained for a single epoch to make the notebook run faster, and kept that model",
-         edits=(replace(TRAIN, "config = dict(dl.CONFIG)\nX_train", "config = dict(dl.CONFIG, epochs=1)\nX_train"),),
-         expect={"holdout_accuracy": "partial"},
+    # one epoch at the lesson's rate lands near 0.80, on the boundary of partial credit: which side depends on
+    # the holdout the secret draws; at a tenth of the rate it is far below it for every draw
+    Case("one_epoch", "trained for a single epoch, at a tenth of the learning rate, and kept that model",
+         edits=(replace(TRAIN, "config = dict(dl.CONFIG)\nX_train",
+                        "config = dict(dl.CONFIG, epochs=1, lr=dl.CONFIG['lr'] / 10)\nX_train"),),
+         expect={"holdout_accuracy": "failed"},
          says={"holdout_accuracy": r"holdout accuracy 0\.\d+ on 360 unseen digits"},
          fix="Let early stopping decide the number of epochs; a network this small trains in seconds."),
     Case("pickled_module", "saved the whole module with torch.save(model) instead of its state_dict, and loaded it "
