@@ -5,6 +5,8 @@ A lab's cases live beside its checks (`grader/checks/labNN_cases.py`, a list `CA
 test (`tests/test_wrong_answers.py`) grades every case and asserts:
 - each check named in `expect` ends with that status (`failed`, `partial`, `skipped`, or `passed`);
 - every check *not* named passes, so a case proves that one mistake costs only its own points;
+- a check named in `varies` may end either way: its verdict depends on what the installation secret drew
+  (e.g. a typed-in 300 ms caught by the learner's own tests only where the graded threshold is below it);
 - each regular expression in `says` matches that check's message (the cause the grader observed).
 A second test fails when a check of a lab has no case in which it fails (or is partial) while the
 reference passes it. The cases also feed each lesson's "common mistakes" section.
@@ -77,6 +79,7 @@ class Case:
     expect: dict[str, str]  # check name → its status; every other check must pass
     says: dict[str, str] = field(default_factory=dict)  # check name → regex its message must match (re.search)
     fix: str = ""  # what the learner should do instead (for the lesson's "common mistakes")
+    varies: dict[str, str] = field(default_factory=dict)  # check name → why its verdict depends on the secret
 
     def notebook(self, solved: dict) -> dict:
         """The solved lab with this case's edits applied."""
@@ -86,12 +89,15 @@ class Case:
         return nb
 
     def validate(self, check_names: set[str]) -> None:
-        unknown = sorted((set(self.expect) | set(self.says)) - check_names)
+        unknown = sorted((set(self.expect) | set(self.says) | set(self.varies)) - check_names)
         if unknown:
             raise CaseError(f"case {self.name}: no check named {', '.join(unknown)}")
         bad = {k: v for k, v in self.expect.items() if v not in STATUSES}
         if bad:
             raise CaseError(f"case {self.name}: unknown status in {bad}; use one of {STATUSES}")
+        both = sorted(set(self.expect) & set(self.varies))
+        if both:
+            raise CaseError(f"case {self.name}: {', '.join(both)} both expected and varying")
         if not any(v in ("failed", "partial") for v in self.expect.values()):
             raise CaseError(f"case {self.name}: a wrong answer must fail (or be partial on) at least one check")
 

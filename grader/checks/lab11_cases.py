@@ -104,10 +104,12 @@ TRACER = _provider.get_tracer("cancer-service")"""),),
     Case("slo_typed_in", "typed in an SLO (300 ms at the 90th percentile) instead of reading slo",
          edits=(replace(RULES, 'threshold = slo["latency"]["threshold_ms"] / 1000\n    quantile = '
                         'slo["latency"]["percentile"] / 100', "threshold = 0.3\n    quantile = 0.9"),),
-         expect={"rules_from_slo": "failed", "learner_rule_tests": "failed", "hidden_latency_burn": "failed",
-                 "recording_rules_live": "failed"},
+         expect={"rules_from_slo": "failed", "hidden_latency_burn": "failed", "recording_rules_live": "failed"},
          says={"rules_from_slo": r"reads the bucket\(s\) le=\['0.3'\], but the SLO's threshold is \d+ ms"},
-         fix="Compute le and the quantile from slo: the SLO is a file that changes, the rules follow it."),
+         fix="Compute le and the quantile from slo: the SLO is a file that changes, the rules follow it.",
+         varies={"learner_rule_tests": "the learner's own tests catch it only where the graded threshold is below "
+                 "300 ms: above it (500 ms) their slow requests are slower than both, so only the grader's checks, "
+                 "whose slow requests lie just above the threshold, see it"}),
     Case("burn_without_factor", "alerted when the error ratio exceeds the budget itself, not 14.4 times the budget",
          edits=(replace(RULES, '"expr": f"cancer:error_ratio:rate5m > {FAST_BURN} * {error_budget}"',
                         '"expr": f"cancer:error_ratio:rate5m > {error_budget}"'),),
