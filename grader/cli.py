@@ -64,7 +64,7 @@ def check(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
         from grader.progress import record_attempt
 
         if notice := record_attempt(module.LAB.id, result.tests, notebook=checked, source="check",
-                                    score=result.score, max_score=result.max_score):
+                                    score=result.score, max_score=result.max_score, evidence=result.evidence):
             typer.echo(notice, err=True)
 
 
@@ -86,6 +86,40 @@ def progress(learner: Optional[str] = typer.Option(None, "--learner", help="A le
     render(view)
     if html_out:
         typer.echo(f"html: {write_html(view, html_out)}")
+
+
+@app.command()
+def portfolio(out: Path = typer.Option(Path("site"), "--out", help="Folder for the static site."),
+              results: Optional[List[Path]] = typer.Option(None, "--results", help="`mlops-grade grade --json` files "
+                                                           "to build from (every check, as graded); repeatable."),
+              learner: Optional[str] = typer.Option(None, "--learner", help="A learner in an instructor's gradebook "
+                                                    "(needs --db)."),
+              db: Optional[str] = typer.Option(None, "--db", envvar="MLOPS_GRADEBOOK", help="With --learner: the "
+                                               "gradebook URL or SQLite path (read-only)."),
+              repo_url: str = typer.Option("", "--repo-url", help="Your repository's web address: each milestone links "
+                                           "its notebook there."),
+              branch: str = typer.Option("main", "--branch", help="With --repo-url: the branch to link."),
+              title: str = typer.Option("MLOps portfolio", "--title", help="The site's title.")):
+    """A static portfolio site built only from graded evidence: each passed lab with the figures the grader
+    measured, its score history, its evidence bundle; a README badge. Default source: your check history."""
+    from grader.portfolio import build_site
+    from grader.progress import db_path, read_gradebook, read_history, read_results
+
+    try:
+        if results:
+            attempts, source = read_results(results), "graded results " + ", ".join(p.name for p in results)
+        elif learner:
+            if not db:
+                raise ValueError("--learner reads an instructor's gradebook: give it with --db URL")
+            attempts, source = read_gradebook(db, learner), f"gradebook {db}, learner {learner}"
+        else:
+            attempts = read_history()
+            source = f"your check history ({db_path()}; visible checks only: hidden checks' figures come with a grade)"
+    except Exception as err:  # noqa: BLE001 — an unreadable source: say so plainly
+        typer.echo(f"cannot read graded results: {err}", err=True)
+        raise typer.Exit(2) from None
+    index = build_site(attempts, out, title=title, source=source, repo_url=repo_url, branch=branch)
+    typer.echo(f"portfolio: {index} (badge: {out / 'badge.md'})")
 
 
 @app.command()
@@ -189,8 +223,13 @@ def demo(report: Path = typer.Option(Path("build/report"), help="Directory for i
             print_results([result])
     write_results(results, report / "results.json", reveal_hidden=True)
     page = write_html_report(results, report / "index.html", "Reference solutions", reveal_hidden=True)
+    from grader.portfolio import build_site
+    from grader.progress import read_results
+
+    site = build_site(read_results([report / "results.json"]), report / "portfolio",
+                      title="Portfolio of the reference solutions", source="the reference solutions, graded here")
     summary_table([(r.lab, find_lab(r.lab).LAB.title, r.score, r.max_score, r.execution_time) for r in results])
-    typer.echo(f"report: {page}")
+    typer.echo(f"report: {page}\nportfolio: {site}")
     if any(r.score < r.max_score for r in results):
         raise typer.Exit(1)
 

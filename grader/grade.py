@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from grader import assign, secret
+from grader import assign, evidence, secret
 from grader.budget import Budget
 from grader.execute import clean_text, execute
 from grader.judge import MESSAGE_LIMIT, CheckResult, Context, judge
@@ -38,6 +38,7 @@ class Result:
     status: str = "graded"  # graded | rejected (not gradable as this lab) | error (the grader failed)
     timing: dict | None = None  # how the submission's time budget was spent (grader/budget.py)
     secret: str = ""  # the fingerprint of the installation secret its hidden data was drawn from (never the secret)
+    evidence: dict | None = None  # what the grade rests on (grader/evidence.py): versions, hashes, seeds
 
     def to_json(self, reveal_hidden: bool = False) -> dict:
         tests = []
@@ -49,6 +50,7 @@ class Result:
                 "output": clean_text(_test_output(t), 2 * MESSAGE_LIMIT) if shown else f"hidden check: {t.status}",
                 "visibility": "visible" if t.visible else "after_published",
                 **({"hint": t.hint, "section": t.section, "description": t.description} if shown else {}),
+                **({"figures": t.figures} if shown and t.figures else {}),
             })
         # learner text (file names, notes, messages) is cleaned and capped here too: it is shown as it is stored
         return {"submission": clean_text(self.submission, NAME_LIMIT), "lab": self.lab, "status": self.status,
@@ -56,7 +58,8 @@ class Result:
                 "execution_time": round(self.execution_time, 2), "output": clean_text(self.output, OUTPUT_LIMIT),
                 "tests": tests,
                 **({"timing": self.timing} if self.timing else {}),
-                **({"secret_fingerprint": self.secret} if self.secret else {})}
+                **({"secret_fingerprint": self.secret} if self.secret else {}),
+                **({"evidence": self.evidence} if self.evidence else {})}
 
 
 def _test_output(t: CheckResult) -> str:
@@ -97,7 +100,8 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
         sandbox = Sandbox(limits, isolate=isolate)
         try:
             work = sandbox.mount("work", writable=True)
-            with secret.submission(_digest(restored.notebook)):
+            digest = _digest(restored.notebook)
+            with secret.submission(digest):
                 params, hidden = lab_module.prepare(work)
             budget.started = time.monotonic()  # preparing the inputs is the grader's work, not the submission's
             execution = execute(restored.notebook, sandbox, params, cell_timeout=lab.cell_timeout,
@@ -125,7 +129,8 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
             notes.append("graded WITHOUT the sandbox (--no-sandbox)")
         base["max_score"] = sum(t.max_score for t in tests)  # a check that cannot run here leaves the total
         return Result(score=sum(t.score for t in tests), execution_time=time.monotonic() - start,
-                      output="\n".join(notes), tests=tests, timing=budget.to_json(), secret=_fingerprint(), **base)
+                      output="\n".join(notes), tests=tests, timing=budget.to_json(), secret=_fingerprint(),
+                      evidence=evidence.bundle(lab_module, path, digest), **base)
     except NotebookError as err:
         return Result(score=0.0, execution_time=time.monotonic() - start, output=f"Not graded: {err}",
                       tests=_all_failed(checks, include_hidden, "not graded (see above)", hints=False),

@@ -31,6 +31,7 @@ class CheckResult:
     visible: bool
     hint: str
     section: str
+    figures: dict = field(default_factory=dict)  # key → {value, label, unit}: what the grader measured (evidence.py)
 
 
 @dataclass
@@ -45,7 +46,16 @@ class Context:
     new_sandbox: Callable[[Limits], Sandbox] | None = None  # makes a fresh sandbox for probes
     budget: Budget | None = None  # the submission's time budget, which every probe draws on
     running: Check | None = None  # the check being judged (a visible one may not run probes on hidden inputs)
+    figures: dict = field(default_factory=dict)  # the running check's figures (see `figure`)
     _probes: dict = field(default_factory=dict)
+
+    def figure(self, key: str, value, label: str, unit: str = "") -> None:
+        """Record a value the grader measured or recomputed for the running check (a holdout AUC, a p95 latency):
+        the portfolio shows it as evidence. Never a value the learner reports."""
+        value = value.item() if hasattr(value, "item") else value  # numpy scalars
+        if isinstance(value, float):
+            value = round(value, 6)
+        self.figures[key] = {"value": value, "label": label, "unit": unit}
 
     # --- outputs ---------------------------------------------------------------------------
 
@@ -172,11 +182,12 @@ def judge(checks: Checks, ctx: Context, include_hidden: bool = True) -> list[Che
     for check in checks:
         if not check.visible and not include_hidden:
             continue
-        ctx.running = check
+        ctx.running, ctx.figures = check, {}
         try:
             results[check.name] = _run_one(check, ctx, results)
+            results[check.name].figures = dict(ctx.figures)
         finally:
-            ctx.running = None
+            ctx.running, ctx.figures = None, {}
     return list(results.values())
 
 

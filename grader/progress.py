@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     score REAL NOT NULL,
     max_score REAL NOT NULL,
     notebook_sha256 TEXT,          -- the checked notebook's content hash (NULL where it is not known)
-    source TEXT NOT NULL           -- check (mlops-grade check) | self_check (from inside a notebook)
+    source TEXT NOT NULL,          -- check (mlops-grade check) | self_check (from inside a notebook)
+    evidence TEXT NOT NULL DEFAULT '{}'  -- JSON: what the grade rests on (grader/evidence.py)
 );
 CREATE INDEX IF NOT EXISTS attempts_lab ON attempts (lab, at);
 CREATE TABLE IF NOT EXISTS checks (
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS checks (
     score REAL NOT NULL,
     max_score REAL NOT NULL,
     hint TEXT NOT NULL DEFAULT '',     -- failed or partial checks only
-    section TEXT NOT NULL DEFAULT ''   -- the lesson section to reread (failed or partial checks only)
+    section TEXT NOT NULL DEFAULT '',  -- the lesson section to reread (failed or partial checks only)
+    figures TEXT NOT NULL DEFAULT '{}' -- JSON: what the grader measured for this check (CheckResult.figures)
 );
 CREATE INDEX IF NOT EXISTS checks_attempt ON checks (attempt_id);
 """
@@ -52,9 +54,18 @@ def db_path() -> Path:
     return Path(os.environ.get("MLOPS_PROGRESS_DB") or REPO / ".mlops" / "progress.sqlite")
 
 
+ADDED_COLUMNS = {"attempts": {"evidence": "TEXT NOT NULL DEFAULT '{}'"},  # histories written before they existed
+                 "checks": {"figures": "TEXT NOT NULL DEFAULT '{}'"}}
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(path, timeout=LOCK_TIMEOUT)
     con.executescript(SCHEMA)
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+        for name, decl in columns.items():
+            if name not in have:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
     return con
 
 
@@ -67,7 +78,7 @@ def file_sha256(path: Path | str | None) -> str | None:
 
 def record_attempt(lab_id: str, results, *, notebook: Path | str | None = None, source: str = "check",
                    at: dt.datetime | None = None, path: Path | None = None, score: float | None = None,
-                   max_score: float | None = None) -> str | None:
+                   max_score: float | None = None, evidence: dict | None = None) -> str | None:
     """Record one attempt (CheckResults of one run). Returns None, or a one-line notice where it was not recorded
     for a reason the learner should know (never raises)."""
     if os.environ.get("MLOPS_GRADING") == "1":
@@ -81,16 +92,18 @@ def record_attempt(lab_id: str, results, *, notebook: Path | str | None = None, 
         try:
             with con:
                 cur = con.execute(
-                    "INSERT INTO attempts (lab, at, score, max_score, notebook_sha256, source) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO attempts (lab, at, score, max_score, notebook_sha256, source, evidence) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (lab_id, when, float(sum(r.score for r in results) if score is None else score),
                      float(sum(r.max_score for r in results) if max_score is None else max_score),
-                     file_sha256(notebook), source))
+                     file_sha256(notebook), source, json.dumps(evidence or {})))
                 failing = ("failed", "partial")
                 con.executemany(
-                    "INSERT INTO checks (attempt_id, name, status, score, max_score, hint, section) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO checks (attempt_id, name, status, score, max_score, hint, section, figures) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(cur.lastrowid, r.name, r.status, float(r.score), float(r.max_score),
-                      r.hint if r.status in failing else "", r.section if r.status in failing else "")
+                      r.hint if r.status in failing else "", r.section if r.status in failing else "",
+                      json.dumps(getattr(r, "figures", None) or {}))
                      for r in results])
         finally:
             con.close()
@@ -108,9 +121,10 @@ class Attempt:
     at: dt.datetime
     score: float
     max_score: float
-    checks: list[dict] = field(default_factory=list)  # name, status, score, max_score, hint, section
+    checks: list[dict] = field(default_factory=list)  # name, status, score, max_score, hint, section, figures
     notebook_sha256: str | None = None
     source: str = "check"
+    evidence: dict = field(default_factory=dict)  # what the grade rests on (grader/evidence.py)
 
 
 def read_history(path: Path | None = None) -> list[Attempt]:
@@ -124,15 +138,59 @@ def read_history(path: Path | None = None) -> list[Attempt]:
         attempts, by_id = [], {}
         for row in con.execute("SELECT * FROM attempts ORDER BY at, id"):
             a = Attempt(row["lab"], dt.datetime.fromisoformat(row["at"]), row["score"], row["max_score"],
-                        notebook_sha256=row["notebook_sha256"], source=row["source"])
+                        notebook_sha256=row["notebook_sha256"], source=row["source"],
+                        evidence=_json(row, "evidence"))
             attempts.append(a)
             by_id[row["id"]] = a
         for row in con.execute("SELECT * FROM checks ORDER BY rowid"):
             if row["attempt_id"] in by_id:
-                by_id[row["attempt_id"]].checks.append({k: row[k] for k in
-                                                         ("name", "status", "score", "max_score", "hint", "section")})
+                check = {k: row[k] for k in ("name", "status", "score", "max_score", "hint", "section")}
+                by_id[row["attempt_id"]].checks.append({**check, "figures": _json(row, "figures")})
     finally:
         con.close()
+    return attempts
+
+
+def _json(row: sqlite3.Row, column: str) -> dict:
+    """A JSON column ({} where a history predates it or the text is not an object)."""
+    try:
+        value = json.loads(row[column]) if column in row.keys() else {}
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def attempt_of(result: dict, at: dt.datetime, source: str) -> Attempt:
+    """An attempt from a result's JSON (`Result.to_json`: `grade --json`, a gradebook's stored result). Hidden
+    checks keep their status, never their hint (nor figures, unless the result revealed them)."""
+    checks = []
+    for t in result.get("tests", []):
+        visible = t.get("visibility", "visible") == "visible"
+        status = t.get("check_status", t.get("status", ""))
+        failing = status in ("failed", "partial") and visible
+        checks.append({"name": t.get("name", ""), "status": status, "score": t.get("score", 0.0),
+                       "max_score": t.get("max_score", 0.0), "hint": t.get("hint", "") if failing else "",
+                       "section": t.get("section", "") if failing else "",
+                       "figures": t.get("figures") if isinstance(t.get("figures"), dict) else {}})
+    evidence = result.get("evidence") if isinstance(result.get("evidence"), dict) else {}
+    evidence = {**evidence, **({"secret_fingerprint": result["secret_fingerprint"]}
+                               if result.get("secret_fingerprint") else {}),
+                **({"timing": result["timing"]} if isinstance(result.get("timing"), dict) else {}),
+                "execution_seconds": result.get("execution_time")}
+    return Attempt(result.get("lab", ""), at, float(result.get("score", 0.0)), float(result.get("max_score", 0.0)),
+                   checks, evidence.get("notebook_sha256"), source, evidence)
+
+
+def read_results(paths) -> list[Attempt]:
+    """Attempts from `mlops-grade grade --json` files (a list of results, or one); graded results only, dated
+    by the file's modification time."""
+    attempts = []
+    for path in paths:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        at = dt.datetime.fromtimestamp(Path(path).stat().st_mtime, dt.timezone.utc).replace(microsecond=0)
+        for result in data if isinstance(data, list) else [data]:
+            if isinstance(result, dict) and result.get("status", "graded") == "graded":
+                attempts.append(attempt_of(result, at, "results"))
     return attempts
 
 
@@ -157,16 +215,11 @@ def read_gradebook(url: str, learner: str) -> list[Attempt]:
                                    .order_by(gb.Grade.graded_at, gb.Grade.id)).all()
             out = []
             for g in rows:
-                checks = []
-                for t in (g.result or {}).get("tests", []):
-                    visible = t.get("visibility", "visible") == "visible"
-                    status = t.get("check_status", t.get("status", ""))
-                    failing = status in ("failed", "partial") and visible
-                    checks.append({"name": t.get("name", ""), "status": status, "score": t.get("score", 0.0),
-                                   "max_score": t.get("max_score", 0.0), "hint": t.get("hint", "") if failing else "",
-                                   "section": t.get("section", "") if failing else ""})
-                out.append(Attempt(g.lab, gb.utc(g.graded_at), g.score, g.max_score, checks, g.content_hash,
-                                   "gradebook"))
+                a = attempt_of({**(g.result or {}), "lab": g.lab, "score": g.score, "max_score": g.max_score},
+                               gb.utc(g.graded_at), "gradebook")
+                a.notebook_sha256 = g.content_hash
+                a.evidence.setdefault("grader_version", g.grader_version)
+                out.append(a)
             return out
     finally:
         engine.dispose()

@@ -4,21 +4,15 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from browser import Chromium, free_port
 
 from grader.labs import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -89,63 +83,6 @@ def test_make_lab_serves_the_no_news_setting_without_touching_home(tmp_path):
     assert "fetchNews" not in (served.get("settings") or {})  # the default, not a user setting written for them
     assert not (home / ".jupyter" / "lab" / "user-settings").exists() and not (tmp_path / "user-settings").exists()
     assert (REPO / ".mlops" / "lab-settings" / "overrides.json").is_file()
-
-
-class Chromium:
-    """Headless Chromium (Debian's, `make browser`) driven over the DevTools protocol; stopped by its PID."""
-
-    def __init__(self, profile):
-        import shutil
-
-        exe = shutil.which("chromium") or shutil.which("chromium-browser")
-        if exe is None:
-            if os.environ.get("CI"):
-                pytest.fail("CI must run the browser test: `make browser` installs Debian's chromium")
-            pytest.skip("no chromium here: `make browser` installs Debian's")
-        self.port = free_port()
-        self.proc = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                      f"--remote-debugging-port={self.port}", "--remote-allow-origins=*",
-                                      f"--user-data-dir={profile}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline, pages = time.time() + 30, []
-        while time.time() < deadline and not pages:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=2) as r:
-                    pages = [p for p in json.load(r) if p["type"] == "page"]
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.3)
-        import websocket
-
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30)
-        self.next_id, self.errors = 0, []
-        self.call("Runtime.enable")
-        self.call("Page.enable")
-
-    def call(self, method, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("method") == "Runtime.exceptionThrown":
-                self.errors.append(message["params"]["exceptionDetails"].get("text", ""))
-            if message.get("id") == self.next_id:
-                return message.get("result", {})
-
-    def js(self, expression):
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def wait_for(self, expression, seconds=90):
-        deadline = time.time() + seconds
-        while time.time() < deadline:
-            if self.js(expression):
-                return True
-            time.sleep(0.5)
-        return False
-
-    def close(self):
-        self.ws.close()
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
 
 NEWS_QUESTION = "official Jupyter news"

@@ -336,6 +336,10 @@ def tests_collected(ctx):
     if collected < MIN_TESTS:
         raise Fail(f"pytest collected {collected} test(s) from {TESTS}; expected at least {MIN_TESTS} functions "
                    f"named test_…{_tail(run)}")
+    ctx.figure("tests_collected", collected, "tests pytest collected")
+    source = ctx.read_text(ctx.output(TESTS))
+    ctx.figure("test_lines", sum(1 for line in source.splitlines() if line.strip() and not line.strip().startswith("#")),
+               "lines of tests (without blank lines and comments)")
 
 
 @CHECKS.add(points=1, depends=("tests_collected",),
@@ -387,6 +391,8 @@ def _score_mutants(ctx, kind: str, what: str):
                    "see tests_pass_on_reference")
     outcomes = result["mutants"]
     killed = sum(1 for _, dead in outcomes if dead)
+    ctx.figure(f"{kind}_mutants_killed", killed, f"{what} caught by the tests, run by the grader",
+               f"of {len(outcomes)}")
     broken = _count(result["reference"][0], "collected") - len(result["good"])
     counted = f"the {len(result['good'])} test(s) that pass on the reference" if broken > 0 else "your tests"
     message = (f"{counted} caught {killed} of {len(outcomes)} {what} (copies of mlops_kit/data.py with one "

@@ -332,6 +332,7 @@ def holdout_auc(ctx):
         raise Fail(f"the model cannot predict the hidden holdout: {result['proba_error']}")
     proba = np.asarray(result["proba"].get("holdout", []))
     auc = roc_auc_score(ctx.hidden["holdout"]["target"].to_numpy(), proba)
+    ctx.figure("holdout_auc", auc, "ROC AUC on the grader's hidden holdout")
     if auc < HOLDOUT_AUC:
         if auc >= HOLDOUT_AUC - 0.05:
             return Partial(0.5, f"holdout ROC AUC {auc:.3f} is below {HOLDOUT_AUC}")

@@ -489,6 +489,7 @@ def holdout_confirms(ctx):
     if "proba_error" in result:
         raise Fail(f"the best model cannot predict the holdout: {result['proba_error']}")
     auc = float(roc_auc_score(holdout["target"].to_numpy(), np.asarray(result["proba"]["holdout"])))
+    ctx.figure("holdout_auc", auc, "the best run's ROC AUC on the grader's hidden holdout")
     logged = _value(mine["metrics"]["roc_auc"])
     if auc < HOLDOUT_FLOOR:
         raise Fail(f"holdout ROC AUC {auc:.3f} is below {HOLDOUT_FLOOR}")

@@ -36,6 +36,7 @@ EXPERIMENT = "breast-cancer-registry"
 TEST_SIZE = 0.25
 REQUIRED_TESTS = ("minimum_functionality", "invariance", "directional")
 GATE, PROMOTION, CARD = "promotion_gate.py", "promotion.json", "model_card.md"
+CARD_SHOWN = 20_000  # characters of the card kept as evidence
 DATA = "data/breast_cancer.csv"
 CARD_SECTIONS = ("Intended use", "Data", "Metrics", "Limitations", "Ethical considerations")
 PLACEHOLDERS = re.compile(r"\b(todo|tbd|fixme|lorem|ipsum|xxx|placeholder|fill (this |me )?in|to be (written|"
@@ -559,3 +560,7 @@ def card_matches_registry(ctx):
         problems.append(f"it does not give the champion's data version ({data_version})")
     if problems:
         raise Fail(f"{CARD} does not match the registry: " + "; ".join(problems))
+    ctx.figure("champion_version", version, f"the registered champion of {MODEL_NAME}, read from the registry")
+    ctx.figure("champion_roc_auc", run["metrics"]["roc_auc"], "the champion run's logged ROC AUC, as the registry has it")
+    ctx.figure("model_card", card[:CARD_SHOWN], "model card (its version, run, metrics and data version checked "
+               "against the registry)", "markdown")

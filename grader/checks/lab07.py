@@ -459,6 +459,8 @@ def latency_under_load(ctx):
     if not base:
         raise Fail("skipped: the reference service could not be measured in this run")
     ratio = theirs / base
+    ctx.figure("p95_ms", theirs * 1000, "p95 latency at 20 concurrent clients, measured by the grader", "ms")
+    ctx.figure("p95_vs_reference", ratio, "p95 latency over the reference service's, same run", "x")
     if ratio > LATENCY_RATIO:
         raise Fail(f"p95 latency {theirs * 1000:.0f} ms at 20 clients, {ratio:.1f}x the reference service's "
                    f"{base * 1000:.0f} ms (at most {LATENCY_RATIO:.0f}x): something slow runs on every request")

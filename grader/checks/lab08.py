@@ -756,6 +756,8 @@ def image_size(ctx):
     size, reference = (result.get("image") or {}).get("size") or 0, result.get("reference_size") or 0
     if not reference:
         raise Fail("skipped: the reference image could not be measured")
+    ctx.figure("image_mb", size / 2**20, "image size, measured by podman", "MB")
+    ctx.figure("image_vs_reference", size / reference, "size over the reference image's", "x")
     if size > SIZE_RATIO * reference:
         bulk = sorted((result.get("bulk") or {}).items(), key=lambda item: -item[1])
         seen = "; in it: " + ", ".join(f"{where} ({size_ / 2**20:.0f} MB)" for where, size_ in bulk[:3]) if bulk \

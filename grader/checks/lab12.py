@@ -170,6 +170,7 @@ def detects_drift(ctx):
     caught = [s for s, said, _ in drifted if said is True]
     missed = [f"{_name(s)}: {problem or 'not flagged'}" for s, said, problem in drifted if said is not True]
     recall = len(caught) / len(drifted)
+    ctx.figure("drift_recall", recall, "recall on the grader's hidden drifted windows", f"of {len(drifted)} windows")
     if not missed:
         return None
     message = f"recall {recall:.2f}: {len(missed)} of {len(drifted)} drifted windows missed — " + "; ".join(missed)
@@ -188,9 +189,11 @@ def no_false_alarms(ctx):
     true_alarms = sum(1 for s, said, _ in answers if s["drift"] and said is True)
     false = [f"{_name(s)}: {problem or 'flagged as drift'}" for s, said, problem in answers
              if not s["drift"] and said is not False]
+    precision = true_alarms / (true_alarms + len(false)) if true_alarms + len(false) else 0.0
+    ctx.figure("drift_precision", precision, "precision of the alarms on the grader's hidden windows",
+               f"of {len(answers)} windows")
     if not false:
         return None
-    precision = true_alarms / (true_alarms + len(false))
     message = (f"precision {precision:.2f}: {len(false)} false alarm(s) on windows without drift — " + "; ".join(false))
     if precision < PRECISION_MIN:
         raise Fail(message + f" (at least {PRECISION_MIN} earns partial credit)")

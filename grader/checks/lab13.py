@@ -200,6 +200,7 @@ def holdout_accuracy(ctx):
     if predictions.shape != labels.shape:
         raise Fail(f"{predictions.size} predictions for {labels.size} holdout images")
     score = float((predictions == labels).mean())
+    ctx.figure("holdout_accuracy", score, "accuracy on digits the grader kept back", f"of {len(labels)} images")
     message = f"holdout accuracy {score:.3f} on {len(labels)} unseen digits (full credit from {ACCURACY_FULL})"
     if score >= ACCURACY_FULL:
         return None
@@ -229,6 +230,7 @@ def torchscript_parity(ctx):
         raise Fail(f"model.ts answers the same images differently on two calls (by up to {flicker:.3g}): it was traced "
                    "in train mode, with dropout on — call model.eval() before tracing")
     worst = _largest_difference(eager, found["logits"])
+    ctx.figure("torchscript_max_diff", worst, "largest |eager − TorchScript| logit difference, recomputed")
     if worst > PARITY_ATOL:
         raise Fail(f"model.ts's logits differ from the saved state_dict's by up to {worst:.3g} (tolerance "
                    f"{PARITY_ATOL:g}): export the model you saved, after load_state_dict and eval()")
@@ -277,6 +279,8 @@ def onnx_parity(ctx):
             problems.append(f"a batch of {size} failed in onnxruntime: {error}{hint}")
             continue
         worst = _largest_difference(eager[:size], run)
+        ctx.figure(f"onnx_max_diff_batch_{size}", worst,
+                   f"largest |eager − onnxruntime| logit difference at batch size {size}, recomputed")
         if worst > PARITY_ATOL:
             problems.append(f"at batch size {size} onnxruntime's logits differ from the eager model's by up to "
                             f"{worst:.3g} (tolerance {PARITY_ATOL:g})")

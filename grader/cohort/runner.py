@@ -25,26 +25,7 @@ from sqlalchemy.orm import Session
 from grader.cohort import gradebook as gb
 from grader.cohort import intake, private
 from grader.cohort.roster import Roster
-from grader.labs import REPO
-
-ENGINE_FILES = ("grade.py", "judge.py", "execute.py", "sandbox.py", "launch.py", "collect.py", "notebook.py", "assign.py",
-                "budget.py", "bounded.py", "checks/common.py")
-
-
-def grader_version(lab_module) -> str:
-    """A hash of what decides this lab's grades: the engine, the probes, the lab's checks and solution, and any
-    private checks. Changing any of them makes every submission of the lab due for grading again."""
-    digest = hashlib.sha256()
-    grader_dir = REPO / "grader"
-    lab = lab_module.LAB
-    files = [grader_dir / f for f in ENGINE_FILES] + sorted((grader_dir / "tools").glob("*.py"))
-    files += sorted((grader_dir / "checks").glob(f"lab{lab.number}*.py")) + [lab.solution_path]
-    for path in files:
-        if path.exists():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    for name, text in sorted(private.sources_of(lab_module).items()):
-        digest.update(b"private\0" + name.encode() + b"\0" + text.encode())
-    return digest.hexdigest()[:16]
+from grader.evidence import grader_version
 
 
 @dataclass
