@@ -151,7 +151,7 @@ def test_histories_written_before_figures_existed_still_read_and_record(tmp_path
 
 # ---- a learner's journey, graded for real --------------------------------------------------------------------
 
-JOURNEY = (("01", "one_wrong_expected_value"), ("03", "typed_in_seed"), ("06", "card_todo_left"))
+JOURNEY = (("01", "import_error_at_module_level"), ("03", "typed_in_seed"), ("06", "card_todo_left"))
 
 
 def _solved(module) -> dict:
