@@ -104,6 +104,7 @@ def test_in_chromium_make_lab_asks_no_news_question_and_the_progress_view_render
         try:
             browser.call("Page.navigate", url=f"http://127.0.0.1:{port}/lab?token=t0ken")
             assert browser.wait_for(f"document.body.innerText.includes({NEWS_QUESTION!r})"), "control: no question"
+            browser.call("Page.navigate", url="about:blank")
         finally:
             os.killpg(plain.pid, signal.SIGTERM)
             plain.wait(timeout=30)
@@ -112,6 +113,7 @@ def test_in_chromium_make_lab_asks_no_news_question_and_the_progress_view_render
             assert browser.wait_for("!!document.querySelector('.jp-LabShell .jp-DirListing-item')"), "lab not shown"
             time.sleep(5)  # the question shows within a second or two of the shell
             assert not browser.js(f"document.body.innerText.includes({NEWS_QUESTION!r})")
+            browser.call("Page.navigate", url="about:blank")  # leave before the server stops: no reconnect attempts
         # the progress view, as `mlops-grade progress --html` writes it, renders as a table in the browser
         cli = str(REPO / ".venv" / "bin" / "mlops-grade")
         out = subprocess.run([cli, "progress", "--html", str(tmp_path / "p.html")], capture_output=True, text=True,

@@ -117,7 +117,9 @@ def test_a_container_that_never_gets_ready_and_ignores_sigterm_leaves_nothing(tm
     finally:
         containers.cleanup(job)
     assert containers.leftovers(job) == []
-    assert _host_listeners() <= before  # nothing was ever published on the host
+    # nothing was published on the host: no new listener on the service's port (other tests, run in parallel, may
+    # open loopback listeners of their own on other ports meanwhile)
+    assert {a for a in _host_listeners() - before if a.endswith(":0BB8")} == set()
 
 
 @needs_engine
