@@ -61,20 +61,25 @@ def hang(scenario):
         pass
 
 
+def wrapped(text):
+    import textwrap
+    return textwrap.shorten(text, 40)
+
+
 def kill_the_worker(scenario):
     os.kill(os.getppid(), signal.SIGKILL)
     time.sleep(5)
 '''
 
 
-def _probe(tmp_path: Path, calls: list[dict], isolate: bool, preload=()) -> tuple[dict, str]:
+def _probe(tmp_path: Path, calls: list[dict], isolate: bool, preload=(), quiet=()) -> tuple[dict, str]:
     mark = f"mlops-function-test-{uuid.uuid4().hex}"
     work = tmp_path / "work"
     work.mkdir()
     (work / "learner.py").write_text(LEARNER.format(mark=mark))
     ctx = Context(lab=find_lab("12").LAB, work=work, params={},
                   new_sandbox=lambda limits: Sandbox(limits, isolate=isolate))
-    plan = {"file": "learner.py", "calls": calls, "preload": list(preload)}
+    plan = {"file": "learner.py", "calls": calls, "preload": list(preload), "quiet": list(quiet)}
     result = ctx.probe("function_probe", {"plan": np.array(json.dumps(plan))}, args=("--seconds", "4"),
                        limits=Limits(wall_seconds=90))
     return {c["id"]: c for c in result["calls"]}, mark
@@ -128,3 +133,14 @@ def test_a_failing_hanging_or_killing_call_costs_only_itself(tmp_path, isolate):
 def test_preloading_changes_nothing_but_time(tmp_path, isolate, preload):
     answers, _ = _probe(tmp_path, [{"id": "x", "function": "remember", "kwargs": {"scenario": 7}}], isolate, preload)
     assert answers["x"]["result"]["scenario"] == 7 and answers["x"]["result"]["seen"] == 0
+
+
+def test_quiet_renderers_draw_nothing_and_a_missing_one_is_left_alone(tmp_path, isolate):
+    # the stand-in renderer: textwrap.shorten, replaced in the worker before the calls fork from it
+    calls = [{"id": "w", "function": "wrapped", "kwargs": {"text": "a text"}}]
+    answers, _ = _probe(tmp_path, calls, isolate, preload=("textwrap",),
+                        quiet=("textwrap:shorten", "textwrap:NoSuchRenderer.render", "no_such_module:draw"))
+    assert answers["w"] == {"id": "w", "result": []}
+    (tmp_path / "work").rename(tmp_path / "first")
+    answers, _ = _probe(tmp_path, calls, isolate, preload=("textwrap",))
+    assert answers["w"] == {"id": "w", "result": "a text"}

@@ -58,3 +58,34 @@ def test_a_pythonpath_of_the_caller_is_kept_behind_the_blocker(tmp_path, isolate
                                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}, timeout=60,
                                writable=[str(tmp_path)], hidden=[])
     assert done["exit"] == 0 and done["stdout"].strip() == "42", done["stderr"]
+
+
+QUIET_CHECK = '''
+import colorsys, textwrap
+print(colorsys.rgb_to_hsv(1, 0, 0), textwrap.shorten("a text", 40))
+import torch
+'''
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_the_server_sitecustomize_blocks_and_quiets_one_sandbox_further_in_and_without_it(tmp_path, isolate, nested):
+    # the service probe's `not_needed` and `quiet`: nested, the inner sandbox's sitecustomize (the only one Python
+    # imports) does both; without nesting, a site folder on PYTHONPATH
+    quiet = ("colorsys:rgb_to_hsv", "colorsys:NoSuch.render")
+    script = tmp_path / "quiet.py"
+    script.write_text(QUIET_CHECK)
+    argv, env = [sys.executable, str(script)], {"PATH": "/usr/bin:/bin"}
+    if nested:
+        if not harness.inner_sandbox_available():
+            pytest.skip("bubblewrap does not nest here")
+        argv = harness.inner_command(argv, [str(tmp_path)], [], not_needed=("torch",), quiet=quiet)
+    else:
+        site = tmp_path / "site"
+        site.mkdir()
+        harness.write_site(str(site), ("torch",), quiet)
+        env["PYTHONPATH"] = str(site)
+    import subprocess
+
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[] a text", done.stderr
+    assert "No module named 'torch' (not needed here)" in done.stderr

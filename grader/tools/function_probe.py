@@ -2,7 +2,9 @@
 
 Runs inside the sandbox: it must not import the grader. The plan (input `plan.npy`, a 0-d JSON string) names the
 file (work-relative), lists calls `{"id", "function", "kwargs"}` whose arguments and results are plain JSON, and
-may name trusted modules to `preload` (e.g. Evidently: 3 s of CPU per fresh Python). The calls run in the
+may name trusted modules to `preload` (e.g. Evidently: 3 s of CPU per fresh Python) and renderers to keep `quiet`
+("module:Class.method", replaced by one that draws nothing: Evidently draws a plotly figure per column, ~80 % of a
+drift call, which no check reads). The calls run in the
 forkserver's worker (inner sandbox, another uid, no network, this probe's inputs hidden), which imports only the
 preloaded modules and forks a child per call: the child imports the learner's file and makes its one call, so
 learner code never sees another call (hidden scenarios stay one per process) and nothing of one call reaches the
@@ -23,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
 from forkserver import ForkWorker, serve, start_child, wipe  # noqa: E402
-from harness import probe_main, sibling_limit  # noqa: E402
+from harness import probe_main, quieter_source, sibling_limit  # noqa: E402
 
 MAX_SOURCE_BYTES = 256 * 1024
 LOG_TAIL = 20_000  # bytes of a call's output read back
@@ -42,7 +44,9 @@ def probe(args, inputs) -> dict:
         return {"error": f"{plan['file']} is larger than {MAX_SOURCE_BYTES // 1024} KB"}
     scratch = Path(tempfile.mkdtemp(prefix="calls-"))
     preload = ",".join(str(m) for m in plan.get("preload", []))
-    worker = ForkWorker([sys.executable, "-I", os.path.abspath(__file__), "--worker", "--preload", preload], scratch,
+    quiet = ",".join(str(m) for m in plan.get("quiet", []))
+    worker = ForkWorker([sys.executable, "-I", os.path.abspath(__file__), "--worker", "--preload", preload,
+                         "--quiet", quiet], scratch,
                         [args.input, args.out], env={"LANG": "C.UTF-8"}, share_net=False)
     results, took = [], []
     try:
@@ -89,9 +93,20 @@ def _answer(done: dict, output: str, marker: str, limit: float) -> dict:
 # --- the worker (in the inner sandbox) --------------------------------------------------------------------------
 
 
+def _listed(flag: str) -> list[str]:
+    return [m for m in sys.argv[sys.argv.index(flag) + 1].split(",") if m] if flag in sys.argv else []
+
+
 def worker_main() -> None:
-    modules = [m for m in sys.argv[sys.argv.index("--preload") + 1].split(",") if m]
-    serve(lambda: [importlib.import_module(m) for m in modules], call_in_child)
+    modules, quiet = _listed("--preload"), _listed("--quiet")
+
+    def preload() -> None:
+        if quiet:
+            exec(quieter_source(quiet), {})  # noqa: S102 - the grader's own text: renderers quiet once imported
+        for module in modules:
+            importlib.import_module(module)
+
+    serve(preload, call_in_child)
 
 
 def call_in_child(request: dict) -> None:

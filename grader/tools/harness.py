@@ -150,6 +150,75 @@ del _sys
 """
 
 
+QUIETER = """\
+# mlops-grade: renderers no check reads draw nothing (Evidently draws a plotly figure per column, ~80 % of a drift
+# check); a renderer another release does not have is left alone
+import sys as _sys
+
+
+class _Quieter:
+    targets = {targets!r}  # module -> ["Class.method", ...]
+    meta_path = _sys.meta_path
+
+    @staticmethod
+    def draw_nothing(*args, **kwargs):
+        return []
+
+    def quiet(self, module):
+        for path in self.targets.get(module.__name__, ()):
+            owner, (*parents, name) = module, path.split(".")
+            try:
+                for parent in parents:
+                    owner = getattr(owner, parent)
+                if callable(getattr(owner, name, None)):
+                    setattr(owner, name, self.draw_nothing)
+            except AttributeError:
+                pass
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.targets:
+            return None
+        for finder in self.meta_path:
+            if finder is not self and hasattr(finder, "find_spec"):
+                spec = finder.find_spec(name, path, target)
+                if spec is not None and spec.loader is not None:
+                    run = spec.loader.exec_module
+                    spec.loader.exec_module = lambda module: (run(module), self.quiet(module))
+                    return spec
+        return None
+
+
+_quieter = _Quieter()
+for _name in _quieter.targets:  # a module imported already
+    if _name in _sys.modules:
+        _quieter.quiet(_sys.modules[_name])
+_sys.meta_path.insert(0, _quieter)
+del _sys, _quieter
+"""
+
+
+def quieter_source(targets) -> str:
+    """QUIETER for `targets` ("module:Class.method", ...): once a module is imported, its renderers draw nothing."""
+    by_module: dict[str, list[str]] = {}
+    for target in targets:
+        module, _, path = str(target).partition(":")
+        by_module.setdefault(module, []).append(path)
+    return QUIETER.format(targets=by_module)
+
+
+def site_customize(blocked: tuple[str, ...], quiet: tuple[str, ...] = ()) -> str:
+    """A sitecustomize: `blocked` packages unimportable, `quiet` renderers drawing nothing."""
+    return BLOCKER.format(blocked=tuple(blocked)) + (quieter_source(quiet) if quiet else "")
+
+
+def write_site(folder: str, blocked: tuple[str, ...], quiet: tuple[str, ...] = ()) -> str:
+    """`folder`/sitecustomize.py (see site_customize), readable by the inner uid; the folder."""
+    Path(folder, "sitecustomize.py").write_text(site_customize(blocked, quiet), encoding="utf-8")
+    os.chmod(Path(folder, "sitecustomize.py"), 0o644)
+    os.chmod(folder, 0o755)
+    return folder
+
+
 def block_imports(names) -> None:
     """Make the packages `names` unimportable in this process (ModuleNotFoundError, as if not installed)."""
     sys.meta_path.insert(0, _NotNeeded(tuple(names)))
@@ -224,25 +293,23 @@ def _private_dirs() -> tuple[str, str] | None:
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def _inner_site() -> str | None:
-    """A folder with a sitecustomize that makes INNER_NOT_NEEDED unimportable, readable by the inner uid."""
+@functools.lru_cache(maxsize=8)
+def _inner_site(not_needed: tuple[str, ...] = (), quiet: tuple[str, ...] = ()) -> str | None:
+    """A folder with a sitecustomize that makes INNER_NOT_NEEDED and `not_needed` unimportable and keeps `quiet`
+    renderers quiet, readable by the inner uid."""
     try:
-        folder = tempfile.mkdtemp(prefix="inner-site-")
-        Path(folder, "sitecustomize.py").write_text(BLOCKER.format(blocked=INNER_NOT_NEEDED), encoding="utf-8")
-        os.chmod(Path(folder, "sitecustomize.py"), 0o644)
-        os.chmod(folder, 0o755)
-        return folder
+        return write_site(tempfile.mkdtemp(prefix="inner-site-"), INNER_NOT_NEEDED + tuple(not_needed), quiet)
     except OSError:
         return None
 
 
 def inner_command(argv: list[str], writable: list[str], hidden: list[str], share_net: bool = True,
-                  pythonpath: str = "") -> list[str]:
+                  pythonpath: str = "", not_needed: tuple[str, ...] = (), quiet: tuple[str, ...] = ()) -> list[str]:
     """`argv` wrapped in a nested bubblewrap: another uid, its own PID namespace, `hidden` paths replaced by
     empty read-only directories (the probe's output and inputs), only `writable` paths, a private /tmp and
     /dev/shm writable (in the grader's sandbox: directories under the job's quota; /dev read-only), and
-    INNER_NOT_NEEDED unimportable in its Python processes (a sitecustomize ahead of `pythonpath`)."""
+    INNER_NOT_NEEDED and `not_needed` unimportable in its Python processes, `quiet` renderers drawing nothing (a
+    sitecustomize ahead of `pythonpath`: the only one Python imports)."""
     args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
             "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--ro-bind", "/", "/",
             # a fresh procfs cannot be mounted one level down; the outer one shows no process it could signal
@@ -261,7 +328,7 @@ def inner_command(argv: list[str], writable: list[str], hidden: list[str], share
         args += ["--bind", path, path]
     for path in hidden:
         args += ["--tmpfs", path, "--remount-ro", path]
-    site = _inner_site()
+    site = _inner_site(tuple(not_needed), tuple(quiet))
     if site:
         args += ["--ro-bind", site, site, "--setenv", "PYTHONPATH", os.pathsep.join(p for p in (site, pythonpath) if p)]
     return args + ["--"] + list(argv)

@@ -9,13 +9,14 @@ client. Input `plan` (a JSON string) says:
      "ready_seconds": 30, "requests": [{"name", "method", "path", "json" | "body", "headers", "timeout", "grep"}],
      "load": {"method", "path", "json", "requests": 200, "concurrency": 20, "seconds": 20},
      "stop_grace": 5, "files": {"name.py": "source"}, "not_needed": ["torch"],
-     "give_up_on": ["Exception in thread"]}
+     "quiet": ["module:Class.method"], "give_up_on": ["Exception in thread"]}
 
 "{work}" in an env value becomes the work dir's path as the server sees it, "{home}" the server's own writable
 folder (where a probe can read what it wrote, e.g. a trace file). `files` are written into a fresh
 folder whose path replaces "{files}" in the command (a service the grader brings,
 e.g. a reference to compare with); `not_needed` packages cannot be imported by the server's Python processes
-(a sitecustomize on its PYTHONPATH, as in graded notebooks: skops would otherwise load PyTorch for seconds).
+(a sitecustomize on its PYTHONPATH, as in graded notebooks: skops would otherwise load PyTorch for seconds);
+`quiet` renderers draw nothing in them (harness.QUIETER: figures no check reads).
 `give_up_on`: texts that, once in the server's log before it is ready, mean it never will be (a loader
 thread's traceback): the wait ends GIVE_UP_GRACE seconds later instead of at ready_seconds.
 
@@ -36,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
-from harness import BLOCKER, inner_command, inner_sandbox_available, probe_main  # noqa: E402
+from harness import inner_command, inner_sandbox_available, probe_main, write_site  # noqa: E402
 
 BODY_CAP = 64 * 1024
 LOAD_CAP = 5000  # requests, whatever the plan asks
@@ -91,16 +92,17 @@ class Server:
         env = {**os.environ, "PORT": str(self.port),
                **{str(k): str(v).replace("{work}", str(self.work)).replace("{home}", home)
                   for k, v in self.plan.get("env", {}).items()}}
-        blocked = [str(m) for m in self.plan.get("not_needed", [])]
-        if blocked:
+        blocked = tuple(str(m) for m in self.plan.get("not_needed", []))
+        quiet = tuple(str(m) for m in self.plan.get("quiet", []))
+        if (blocked or quiet) and not self.nested:  # nested, the inner sandbox's sitecustomize does both
             site = os.path.join(home, "site")
             os.mkdir(site)
-            Path(site, "sitecustomize.py").write_text(BLOCKER.format(blocked=tuple(blocked)), encoding="utf-8")
+            write_site(site, blocked, quiet)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH", "")) if p)
         cwd = self.work / self.plan.get("cwd", ".")
         env["HOME"] = home
-        command = (inner_command(argv, writable=[home], hidden=self.hidden, pythonpath=env.get("PYTHONPATH", ""))
-                   if self.nested else argv)
+        command = (inner_command(argv, writable=[home], hidden=self.hidden, pythonpath=env.get("PYTHONPATH", ""),
+                                 not_needed=blocked, quiet=quiet) if self.nested else argv)
         self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
