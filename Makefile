@@ -23,7 +23,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pip prints one harmless warning per package for this machine's extra local indexes: hide those lines only.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help venv sandbox images monitoring services browser demo test test-fast lab labs export lock bench soak clean gpu-check
+.PHONY: help venv sandbox images monitoring services browser demo test test-fast lab labs export lock bench soak clean gpu-check canary
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -118,6 +118,9 @@ soak: venv sandbox  ## one cohort run of N generated lab-10 submissions (default
 
 gpu-check: venv  ## week 13's GPU half on CUDA: training, TorchScript/ONNX parity, serving, GPU vs CPU timings (skips without a GPU)
 	$(PY) tools/gpu_check.py
+
+canary: venv sandbox images monitoring  ## resolve requirements.in without the lock (newest releases) into build/canary/venv and grade every lab there: build/canary/canary.md
+	$(PY) tools/canary.py $(foreach lab,$(LABS),--lab $(lab))
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build labs/outputs labs/data solutions/outputs solutions/data curriculum/outputs curriculum/data
