@@ -23,7 +23,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pip prints one harmless warning per package for this machine's extra local indexes: hide those lines only.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help venv sandbox images monitoring services browser demo test test-fast lab labs export lock bench soak clean gpu-check canary
+.PHONY: help venv sandbox images monitoring services browser demo test test-fast lab labs export lock bench soak clean gpu-check canary bench-cohort
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -112,6 +112,9 @@ lock: venv  ## recompile requirements.txt from requirements.in (pip-tools)
 
 bench: venv sandbox images monitoring  ## startup and grading benchmarks, as ratios to baselines measured in the same run
 	$(PY) benchmarks/run.py
+
+bench-cohort: venv sandbox  ## lab 03's cohort graded by mlops-grade and by nbgrader (own venv), and bare papermill: throughput ratio
+	$(PY) benchmarks/bench_cohort.py -n $(or $(N),40) --jobs $(JOBS)
 
 soak: venv sandbox  ## one cohort run of N generated lab-10 submissions (default 500): throughput, flat memory, no leaks
 	$(PY) benchmarks/soak.py -n $(or $(N),500)
