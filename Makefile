@@ -23,7 +23,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pip prints one harmless warning per package for this machine's extra local indexes: hide those lines only.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help venv sandbox images monitoring services browser demo test test-fast lab labs export lock bench soak clean gpu-check canary bench-cohort
+.PHONY: help venv sandbox images monitoring services browser demo test test-fast lab labs export lock bench soak clean gpu-check canary docs bench-cohort
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -124,6 +124,9 @@ gpu-check: venv  ## week 13's GPU half on CUDA: training, TorchScript/ONNX parit
 
 canary: venv sandbox images monitoring  ## resolve requirements.in without the lock (newest releases) into build/canary/venv and grade every lab there: build/canary/canary.md
 	$(PY) tools/canary.py $(foreach lab,$(LABS),--lab $(lab))
+
+docs: venv  ## the course as a website: syllabus (90-day plan → weeks → lessons → labs → roadmap), lessons, labs, guides in build/docs/
+	$(PY) tools/docs.py --out build/docs
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build labs/outputs labs/data solutions/outputs solutions/data curriculum/outputs curriculum/data
