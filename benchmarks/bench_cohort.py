@@ -294,6 +294,9 @@ FAILED = re.compile(r"There was an error processing assignment '[^']+' for stude
 # --- bare papermill --------------------------------------------------------------------------------------------
 
 
+THREADS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}  # as the sandbox
+
+
 def run_papermill(work: Path, subs: dict, jobs: int, public_csv: Path) -> dict:
     """Execute every notebook file with papermill, `jobs` at a time, each in a work dir with the public CSV."""
     from grader.checks.lab03 import LAB as SPEC
@@ -315,13 +318,11 @@ def run_papermill(work: Path, subs: dict, jobs: int, public_csv: Path) -> dict:
     return {"seconds": time.monotonic() - start, "exits": codes}
 
 
-THREADS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}  # as the sandbox
-
 # --- the report ------------------------------------------------------------------------------------------------
 
 
 def by_kind(subs: dict, scores: dict) -> dict[str, str]:
-    """kind family -> 'median score / max (n graded of m)'."""
+    """kind family -> 'median score/max [min..max] (n graded of m)'."""
     out = {}
     for kind in KINDS:
         learners = [who for who, (k, _, _) in subs.items() if family(k) == kind]
@@ -332,8 +333,9 @@ def by_kind(subs: dict, scores: dict) -> dict[str, str]:
         if not got:
             out[kind] = f"none graded of {len(learners)}"
             continue
-        median = statistics.median(g["score"] for g in got)
-        out[kind] = f"median {median:g}/{'/'.join(f'{t:g}' for t in tops)} ({len(got)} graded of {len(learners)})"
+        values = [g["score"] for g in got]
+        out[kind] = (f"median {statistics.median(values):g}/{'/'.join(f'{t:g}' for t in tops)} "
+                     f"[{min(values):g}..{max(values):g}] ({len(got)} graded of {len(learners)})")
     return out
 
 
@@ -355,6 +357,13 @@ def report(n: int, jobs: int, subs: dict, ours: dict, theirs: dict, bare: dict) 
     ours_kind, theirs_kind = by_kind(subs, ours["scores"]), by_kind(subs, theirs["scores"])
     for kind in ours_kind:
         print(f"  {kind:<8} mlops-grade {ours_kind[kind]:<34} nbgrader {theirs_kind.get(kind, '-')}")
+    both = [who for who in subs if ours["scores"].get(who, {}).get("status") == "graded"
+            and theirs["scores"].get(who, {}).get("status") == "graded"]
+    same = [who for who in both if ours["scores"][who]["score"] == theirs["scores"][who]["score"]]
+    print(f"  the same score from both graders: {len(same)} of the {len(both)} submissions both graded")
+    for who in sorted(set(both) - set(same)):
+        print(f"    {who} {subs[who][0]}: mlops-grade {ours['scores'][who]['score']:g}, "
+              f"nbgrader {theirs['scores'][who]['score']:g}")
     for who, (kind, _, _) in subs.items():
         if family(kind) == "broken":
             mine, other = ours["scores"].get(who, {}), theirs["scores"].get(who, {})
@@ -371,7 +380,8 @@ def report(n: int, jobs: int, subs: dict, ours: dict, theirs: dict, bare: dict) 
           f"(here {os.cpu_count()} cores)")
     return {"lab": LAB, "submissions": n, "jobs": jobs, "cores": os.cpu_count(), "kinds": counts,
             "tools": {name: {"seconds": round(s, 2), "per_minute": round(per_minute(n, s), 3)} for name, s in rows},
-            "overhead_over_papermill": round(ours["seconds"] / bare["seconds"], 3), "ratio_vs_nbgrader": round(ratio, 3),
+            "same_score": f"{len(same)} of {len(both)}", "ratio_vs_nbgrader": round(ratio, 3),
+            "overhead_over_papermill": round(ours["seconds"] / bare["seconds"], 3),
             "scores_by_kind": {"mlops-grade": ours_kind, "nbgrader": theirs_kind},
             "learners": {who: {"kind": kind, "mlops-grade": ours["scores"].get(who),
                                "nbgrader": theirs["scores"].get(who), "papermill_exit": bare["exits"].get(who)}

@@ -129,3 +129,20 @@ def test_nbgrader_venv_pins_the_lock():
     assert all(f"{name}=={version}" in lock for name, version in pins.items())
     assert bench_cohort.failed_students(
         "[AutogradeApp | ERROR] There was an error processing assignment 'ps03' for student 's0006'\n") == ["s0006"]
+
+
+def test_report_compares_like_with_like(capsys):
+    subs = {"s0": ("solved", b"", {}), "s1": ("wrong-x", b"", {}), "s2": ("broken-json", b"", None)}
+    ours = {"seconds": 30.0, "exit": 0, "output": "", "scores": {
+        "s0": {"score": 17.0, "max": 17.0, "status": "graded"}, "s1": {"score": 7.0, "max": 17.0, "status": "graded"},
+        "s2": {"score": 0.0, "max": 17.0, "status": "rejected"}}}
+    theirs = {"seconds": 60.0, "exit": 1, "output": "", "failed": ["s2"], "scores": {
+        "s0": {"score": 17.0, "max": 17.0, "status": "graded"}, "s1": {"score": 9.0, "max": 17.0, "status": "graded"},
+        "s2": {"score": 0.0, "max": None, "status": "error"}}}
+    bare = {"seconds": 20.0, "exits": {"s0": 0, "s1": 0, "s2": 1}}
+    result = bench_cohort.report(3, 2, subs, ours, theirs, bare)
+    assert result["ratio_vs_nbgrader"] == 2.0 and result["overhead_over_papermill"] == 1.5
+    assert result["same_score"] == "1 of 2" and result["kinds"] == {"solved": 1, "wrong": 1, "starter": 0, "broken": 1}
+    printed = capsys.readouterr().out
+    assert "s1 wrong-x: mlops-grade 7, nbgrader 9" in printed and "goal ×3.00" in printed
+    assert "mlops-grade rejected 0.0; nbgrader error 0.0 (logged an error" in printed
