@@ -23,7 +23,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pip prints one harmless warning per package for this machine's extra local indexes: hide those lines only.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help venv sandbox images monitoring services browser demo test test-fast lab labs export lock bench soak clean gpu-check canary docs bench-cohort
+.PHONY: help venv sandbox images monitoring services browser graphviz demo test test-fast lab labs export lock bench soak clean gpu-check canary docs bench-cohort
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,10 +67,10 @@ services:  ## PostgreSQL for the instructors' gradebook tests (apt, as root, whe
 images: venv  ## week 8's podman, runc and debootstrap (apt, as root), the base image and the service's wheelhouse
 	$(PY) tools/images.py
 
-demo: venv sandbox images monitoring  ## run every lab's reference solution through papermill and the grader; write build/report/
+demo: venv sandbox images monitoring graphviz  ## run every lab's reference solution through papermill and the grader; write build/report/
 	$(BIN)/mlops-grade demo --report build/report
 
-test: venv sandbox images monitoring services browser  ## the whole suite: library, notebooks (nbval), labs (reference 100 %, starter ≤ 10 %), grader
+test: venv sandbox images monitoring services browser graphviz  ## the whole suite: library, notebooks (nbval), labs (reference 100 %, starter ≤ 10 %), grader
 	$(BIN)/ruff check grader tests benchmarks tools
 	$(BIN)/mlops-grade assign --check
 	$(PY) -m pytest -q -n $(JOBS) --dist worksteal tests
@@ -79,7 +79,7 @@ test: venv sandbox images monitoring services browser  ## the whole suite: libra
 test-fast: venv  ## the suite without notebook-executing tests
 	$(PY) -m pytest -q -m "not slow" tests
 
-lab: venv  ## JupyterLab on 127.0.0.1; prints the URL with its token
+lab: venv graphviz  ## JupyterLab on 127.0.0.1; prints the URL with its token
 	@token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))');\
 	root=$$([ "$$(id -u)" = 0 ] && echo --allow-root || true);\
 	mkdir -p .mlops/lab-settings;\
@@ -89,6 +89,14 @@ lab: venv  ## JupyterLab on 127.0.0.1; prints the URL with its token
 	exec $(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port $(PORT) $$root \
 	  --IdentityProvider.token=$$token --ServerApp.root_dir=$(CURDIR) \
 	  --LabApp.app_settings_dir=$(CURDIR)/.mlops/lab-settings
+
+graphviz:  ## Graphviz's dot, which draws the lessons' diagrams (apt, as root, where it is missing)
+	@if command -v dot >/dev/null; then echo "graphviz: $$(dot -V 2>&1 | head -1)";\
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then\
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz || (apt-get update -qq &&\
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz)) >/dev/null; echo "graphviz: installed";\
+	else echo "Notice: graphviz is not installed (sudo apt-get install graphviz); lessons show their diagrams as text";\
+	fi
 
 browser:  ## Debian's Chromium for the headless-browser test of `make lab` (apt, as root, where it is missing)
 	@if command -v chromium >/dev/null; then echo "chromium: $$(chromium --version 2>/dev/null | head -1)";\
@@ -125,7 +133,7 @@ gpu-check: venv  ## week 13's GPU half on CUDA: training, TorchScript/ONNX parit
 canary: venv sandbox images monitoring  ## resolve requirements.in without the lock (newest releases) into build/canary/venv and grade every lab there: build/canary/canary.md
 	$(PY) tools/canary.py $(foreach lab,$(LABS),--lab $(lab))
 
-docs: venv  ## the course as a website: syllabus (90-day plan → weeks → lessons → labs → roadmap), lessons, labs, guides in build/docs/
+docs: venv graphviz  ## the course as a website: syllabus (90-day plan → weeks → lessons → labs → roadmap), lessons, labs, guides in build/docs/
 	$(PY) tools/docs.py --out build/docs
 
 clean:  ## remove build outputs (keeps .venv)

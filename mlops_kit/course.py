@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 # %% auto #0
-__all__ = ['SelfCheck', 'self_check', 'ProgressView', 'progress']
+__all__ = ['SelfCheck', 'self_check', 'Diagram', 'diagram', 'ProgressView', 'progress']
 
 # %% ../curriculum/00_course.ipynb #3d7f94e7
 class SelfCheck:
@@ -36,6 +36,37 @@ def self_check(lab: str, **params):
     if done.returncode != 0:
         raise RuntimeError(f"the self-check could not run: {done.stderr.strip()[-2000:]}")
     return SelfCheck(json.loads(done.stdout))
+
+# %% ../curriculum/00_course.ipynb #28a60217
+import shutil
+
+
+class Diagram:
+    """A Graphviz DOT source that Jupyter shows as SVG (rendered by `dot`), or as its text where `dot` is missing."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def svg(self) -> str | None:
+        """The rendered SVG, or None when Graphviz's `dot` is not installed."""
+        dot = shutil.which("dot")
+        if dot is None:
+            return None
+        done = subprocess.run([dot, "-Tsvg"], input=self.source, capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise ValueError(f"dot could not draw this diagram: {done.stderr.strip()[-1000:]}")
+        return done.stdout[done.stdout.find("<svg"):]
+
+    def _repr_svg_(self) -> str | None:
+        return self.svg()
+
+    def __repr__(self) -> str:
+        return ("(install Graphviz to see this diagram drawn: sudo apt-get install graphviz)\n" + self.source)
+
+
+def diagram(source: str) -> Diagram:
+    """Draw a Graphviz DOT `source` in the notebook (shown as SVG)."""
+    return Diagram(source)
 
 # %% ../curriculum/00_course.ipynb #b7d2f4a9
 class ProgressView:
