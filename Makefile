@@ -23,7 +23,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # pip prints one harmless warning per package for this machine's extra local indexes: hide those lines only.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help venv sandbox images monitoring services browser graphviz demo test test-fast lab labs export lock bench soak clean gpu-check canary docs bench-cohort
+.PHONY: help venv sandbox images monitoring services browser graphviz lessons demo test test-fast lab labs export lock bench soak clean gpu-check canary docs bench-cohort
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -108,6 +108,9 @@ browser:  ## Debian's Chromium for the headless-browser test of `make lab` (apt,
 
 labs: venv  ## regenerate labs/ from solutions/
 	$(BIN)/mlops-grade assign
+
+lessons: venv  ## write each lesson's "Common mistakes" section from its lab's wrong-answer cases
+	$(PY) tools/mistakes.py
 
 export: venv  ## regenerate mlops_kit/ from curriculum/ (nbdev_export) and clean the notebooks
 	$(BIN)/nbdev_export

@@ -37,7 +37,7 @@ def self_check(lab: str, **params):
         raise RuntimeError(f"the self-check could not run: {done.stderr.strip()[-2000:]}")
     return SelfCheck(json.loads(done.stdout))
 
-# %% ../curriculum/00_course.ipynb #28a60217
+# %% ../curriculum/00_course.ipynb #972fd252
 import shutil
 
 

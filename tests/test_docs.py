@@ -5,6 +5,7 @@ Chromium without errors."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,13 @@ def test_the_pages_render_in_chromium_without_errors(site, tmp_path):
         assert rows == len(docs.syllabus_rows())
     finally:
         browser.close()
+
+
+def test_a_lessons_diagram_is_drawn_on_its_page():
+    cell = 'from mlops_kit.course import diagram\n\ndiagram("""digraph { "data.csv" -> "model.skops" }""")'
+    if shutil.which("dot") is None:
+        pytest.skip("skipped: Graphviz's dot is not installed (make graphviz)")
+    drawn = docs.diagram_svg(cell)
+    assert drawn.startswith("<svg") and "model.skops" in drawn
+    assert docs.diagram_svg("print('no drawing here')") is None
+    assert docs.diagram_svg("diagram(source_from_elsewhere)") is None  # only a literal source is drawn

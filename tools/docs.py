@@ -157,11 +157,31 @@ def notebook_html(path: Path) -> str:
             if any(re.match(r"#\|\s*hide\b", line) for line in lines):
                 continue
             cell.source = "\n".join(line for line in lines if not line.startswith("#|")).strip("\n")
+            drawn = diagram_svg(cell.source)
+            if drawn:
+                cell.outputs = [nbformat.v4.new_output("display_data", data={"image/svg+xml": drawn})]
         kept.append(cell)
     notebook.cells = kept
     exporter = HTMLExporter(template_name="basic")  # the body only: the site's own page and style around it
     body, _ = exporter.from_notebook_node(notebook)
     return body
+
+
+def diagram_svg(source: str) -> str | None:
+    """The SVG of a cell that calls `diagram("...")` (the lessons' Graphviz drawings), drawn here; else None."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "diagram"
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            from mlops_kit.course import Diagram
+
+            return Diagram(node.args[0].value).svg()
+    return None
 
 
 def markdown_html(path: Path) -> str:
