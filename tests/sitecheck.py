@@ -33,11 +33,16 @@ def links_of(page: Path) -> list[str]:
 
 
 def assert_links_resolve(site: Path, external_ok) -> dict:
-    """Every link of every page resolves: a file of the site (and, with a #fragment, an id in it), or an external
-    address `external_ok(url)` accepts. Returns {"internal": n, "external": n}."""
-    counts, pages = {"internal": 0, "external": 0}, {}
+    """Every link of every page resolves: a file of the site (and, with a #fragment, an id in it), an image
+    embedded in the page (a `data:image/...` URI, e.g. a lesson's drawn diagram), or an external address
+    `external_ok(url)` accepts. Returns {"internal": n, "external": n, "embedded": n}."""
+    counts, pages = {"internal": 0, "external": 0, "embedded": 0}, {}
     for page in site.rglob("*.html"):
         for link in parse(page).found:
+            if link.startswith("data:"):
+                counts["embedded"] += 1
+                assert link.startswith("data:image/"), f"{page.relative_to(site)} embeds something not an image"
+                continue
             if urlparse(link).scheme:
                 counts["external"] += 1
                 assert external_ok(link), f"{page.relative_to(site)} links outside the site: {link}"

@@ -53,6 +53,7 @@ def test_every_page_is_there_and_every_link_resolves(site):
     allowed = (remote + "/", "https://", "http://")  # external addresses are not fetched offline: counted
     counts = sitecheck.assert_links_resolve(site, lambda link: link.startswith(allowed))
     assert counts["internal"] > 100, counts
+    assert counts["embedded"] >= 13, counts  # every weekly lesson's diagram, drawn as an image in its page
     index = (site / "index.html").read_text()
     for stem in (p.stem for p in lessons):
         assert f'href="lessons/{stem}.html"' in index
