@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from grader import assign, evidence, secret
+from grader import assign, entrants, evidence, secret
 from grader.budget import Budget
 from grader.execute import clean_text, execute
 from grader.judge import MESSAGE_LIMIT, CheckResult, Context, judge
@@ -98,6 +98,8 @@ def grade_notebook(lab_module, path: Path, *, include_hidden: bool = True, isola
         limits = Limits(wall_seconds=min(lab.timeout, lab.budget), memory_bytes=lab.memory_bytes,
                         disk_bytes=lab.disk_bytes)
         sandbox = Sandbox(limits, isolate=isolate)
+        if isolate:
+            entrants.prestart(lab_module)
         try:
             work = sandbox.mount("work", writable=True)
             digest = _digest(restored.notebook)

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader import collect
+from grader import collect, entrants
 from grader.sandbox import RunResult, Sandbox
 
 TOOLS = Path(__file__).parent / "tools"
@@ -46,7 +46,7 @@ def launch(sandbox: Sandbox, tool: str, args: list[str], cwd: str) -> RunResult:
     for name in (f"{tool}.py", HARNESS, "skops_guard.py", *COMPANIONS.get(tool, ())):  # the guard: how probes load skops
         shutil.copy(TOOLS / name, tools / name)
     argv = [sys.executable, "-I", f"{sandbox.path('tools')}/{tool}.py", *args]
-    return sandbox.run(argv, cwd=cwd)
+    return sandbox.run(argv, cwd=cwd, zygote=entrants.zygote_for(tool))
 
 
 def inputs_key(tool: str, args: tuple[str, ...], inputs: dict) -> str:

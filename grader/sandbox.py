@@ -136,48 +136,75 @@ class Sandbox:
         return f"/sandbox/{name}" if self.isolate else str(self.mounts[name][0])
 
     def run(self, argv: list[str], cwd: str, env: dict[str, str] | None = None,
-            timeout: float | None = None) -> RunResult:
-        """Run `argv` (inside paths) with working directory `cwd` (a mount name)."""
+            timeout: float | None = None, zygote=None) -> RunResult:
+        """Run `argv` (inside paths) with working directory `cwd` (a mount name).
+
+        With `zygote` (grader.entrants) and `argv` of the form `python -I tool.py args...` (or `python -I -c code
+        args...`), the process is an entrant forked from that zygote into this same sandbox; where it cannot be,
+        the classic way."""
         limits = self.limits
         timeout = timeout or limits.wall_seconds
         cgroup = cgroups.create(limits)
         notes = [] if cgroup.ok else ["no cgroup could be made: memory is limited per process, processes by rlimit"]
-        command = self._command(argv, cwd, env or {}, cgroup)
         watch = _DiskWatch(self)
         start = time.monotonic()
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True,
-                                env=_host_env_for_launch(), cwd=self.root)
+        started = None
+        if zygote is not None and self.isolate and argv[1:2] == ["-I"] and len(argv) > 2:
+            started = self._start_entrant(zygote, argv, cwd, env or {}, cgroup)
+        if started is None:
+            proc = subprocess.Popen(self._command(argv, cwd, env or {}, cgroup), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                    env=_host_env_for_launch(), cwd=self.root)
+            entrant, stdout, stderr = None, proc.stdout, proc.stderr
+        else:
+            proc, entrant, stdout, stderr = started
         _RUNNING.add(proc)
-        out, err = _Drain(proc.stdout, limits.output_bytes), _Drain(proc.stderr, limits.output_bytes)
+        out, err = _Drain(stdout, limits.output_bytes), _Drain(stderr, limits.output_bytes)
         timed_out = disk_exceeded = False
         deadline = start + timeout
         load, next_load = _load(), 0.0
+
+        def ended(seconds: float) -> bool:
+            if entrant is not None:
+                return entrant.wait(seconds)
+            try:
+                proc.wait(timeout=seconds)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+
         try:
             while True:
                 if time.monotonic() >= next_load:
                     load, next_load = max(load, _load()), time.monotonic() + 1.0
-                try:
-                    proc.wait(timeout=max(0.0, min(watch.interval, deadline - time.monotonic())))
+                if ended(max(0.0, min(watch.interval, deadline - time.monotonic()))):
                     break
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() >= deadline:
-                        timed_out = True
-                        break
-                    if watch.exceeded():
-                        disk_exceeded = True
-                        break
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                if watch.exceeded():
+                    disk_exceeded = True
+                    break
             if timed_out or disk_exceeded:
                 _kill_group(proc.pid)
                 cgroup.kill()
                 proc.wait()
         finally:
             _kill_group(proc.pid)
+            if entrant is not None:
+                entrant.wait(10.0)  # the sandbox is gone: its entrant too, and the report follows at once
+                entrant.close()
+            proc.wait()
             _RUNNING.discard(proc)
             out_of_memory = cgroup.oom_killed()
             cpu_seconds = cgroup.cpu_seconds()
             cgroup.destroy()
             out.join(), err.join()
+        returncode = proc.returncode
+        if entrant is not None:
+            returncode = entrant.returncode if entrant.returncode is not None else 125
+            if entrant.error:
+                notes.append(f"the tool's process could not be started in the sandbox: {entrant.error}")
         if not disk_exceeded and not timed_out:
             disk_exceeded = watch.exceeded()  # it stopped by itself on a full quota (ENOSPC) before a check saw it
         used_bytes, used_files = watch.used()
@@ -185,12 +212,45 @@ class Sandbox:
             notes.append(f"the job wrote more than {limits.disk_bytes / 2**20:.0f} MB or {limits.disk_files} files "
                          f"and was stopped ({watch.describe(used_bytes, used_files)})")
         return RunResult(
-            returncode=proc.returncode, stdout=out.text(), stderr=err.text(),
+            returncode=returncode, stdout=out.text(), stderr=err.text(),
             seconds=time.monotonic() - start, timed_out=timed_out, out_of_memory=out_of_memory,
             output_truncated=out.truncated or err.truncated, disk_exceeded=disk_exceeded, notes=notes,
             cpu_seconds=cpu_seconds, load=load, disk_quota=self.quota, disk_bytes_used=used_bytes,
             disk_files_used=used_files, cgroup_version=cgroup.version if cgroup.ok else 0,
         )
+
+    def _start_entrant(self, zygote, argv: list[str], cwd: str, env: dict[str, str], cgroup):
+        """The sandbox with its placeholder, and the tool's process forked into it: (placeholder, entrant,
+        stdout, stderr); None (nothing left running) where that cannot be done."""
+        from grader import entrants
+
+        limits = self.limits
+        hold = subprocess.Popen(self._command([entrants.HOLD, "infinity"], cwd, env, cgroup, hold=True),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=_host_env_for_launch(), cwd=self.root)
+        target = entrants.find_placeholder(hold)
+        rlimits = {"cpu": limits.cpu_seconds, "fsize": limits.file_bytes, "nofile": limits.open_files, "core": 0}
+        if not cgroup.ok:
+            rlimits.update({"as": limits.memory_bytes, "nproc": limits.pids})
+        request = {"target": target, "cgroup_procs": cgroup.procs_files, "rlimits": rlimits,
+                   "env": self._environment(env), "cwd": self.path(cwd),
+                   **({"code": argv[3], "args": argv[4:]} if argv[2] == "-c" else {"tool": argv[2], "args": argv[3:]})}
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            if target is None:
+                raise entrants.EntrantError("the placeholder did not start")
+            entrant = zygote.spawn(request, out_w, err_w)
+        except entrants.EntrantError:
+            _kill_group(hold.pid)
+            hold.wait()
+            for fd in (out_r, err_r):
+                os.close(fd)
+            return None
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        return hold, entrant, os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb")
 
     def writable_places(self) -> list[Path]:
         """Every host directory the job can write to: writable mounts, HOME, /tmp, /var/tmp, /dev/shm."""
@@ -215,7 +275,8 @@ class Sandbox:
 
     # --- command line -----------------------------------------------------------------------
 
-    def _command(self, argv: list[str], cwd: str, env: dict[str, str], cgroup: cgroups.JobCgroup) -> list[str]:
+    def _command(self, argv: list[str], cwd: str, env: dict[str, str], cgroup: cgroups.JobCgroup,
+                 hold: bool = False) -> list[str]:
         limits = self.limits
         rlimits = [f"--cpu={limits.cpu_seconds}", f"--fsize={limits.file_bytes}",
                    f"--nofile={limits.open_files}", "--core=0"]
@@ -223,7 +284,7 @@ class Sandbox:
             rlimits += [f"--as={limits.memory_bytes}", f"--nproc={limits.pids}"]
         full_env = self._environment(env)
         if self.isolate:
-            inner = self._bwrap(full_env, cwd) + ["--"] + argv
+            inner = self._bwrap(full_env, cwd, hold) + ["--"] + argv
         else:
             inner = ["env", "-i", *[f"{k}={v}" for k, v in full_env.items()]] + argv
             inner = ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", self.path(cwd)] + inner
@@ -246,7 +307,9 @@ class Sandbox:
         env.update(extra)
         return env
 
-    def _bwrap(self, env: dict[str, str], cwd: str) -> list[str]:
+    def _bwrap(self, env: dict[str, str], cwd: str, hold: bool = False) -> list[str]:
+        """bubblewrap's arguments; `hold`: the command is an entrant's placeholder, run as the PID namespace's
+        init (nothing inside can signal it) from a path whose name (its comm) tells it apart."""
         args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                 "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
                 "--ro-bind", "/usr", "/usr"]
@@ -276,6 +339,10 @@ class Sandbox:
             args += ["--bind" if writable else "--ro-bind", str(host), self.path(name)]
         for extra in _library_dirs():
             args += ["--ro-bind", extra, extra]
+        if hold:
+            from grader.entrants import HOLD
+
+            args += ["--as-pid-1", "--ro-bind", shutil.which("sleep") or "/usr/bin/sleep", HOLD]
         args += ["--remount-ro", "/"]  # bwrap's root (a tmpfs holding the mount points) is no scratch space
         args += ["--chdir", self.path(cwd), "--clearenv"]
         for key, value in env.items():
