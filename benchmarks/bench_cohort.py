@@ -133,8 +133,10 @@ def quiet_env(**extra: str) -> dict[str, str]:
 # --- mlops-grade -----------------------------------------------------------------------------------------------
 
 
-def run_ours(work: Path, subs: dict, jobs: int) -> dict:
-    """Collect the tree and grade the cohort; seconds (the grade command only) and each learner's score."""
+def run_ours(work: Path, subs: dict, jobs: int, entrants: bool = True) -> dict:
+    """Collect the tree and grade the cohort; seconds (the grade command only) and each learner's score.
+    `entrants=False`: every sandboxed tool a fresh Python (MLOPS_GRADE_ENTRANTS=0), the path before entrants."""
+    work = work / ("ours" if entrants else "ours-classic")
     tree, cohort = work / "tree", work / "cohort"
     for who, (_, data, _) in subs.items():
         (tree / who).mkdir(parents=True)
@@ -146,9 +148,10 @@ def run_ours(work: Path, subs: dict, jobs: int) -> dict:
         raise RuntimeError(f"mlops-grade collect failed:\n{collect.stdout}\n{collect.stderr}")
     start = time.monotonic()
     done = subprocess.run([str(BIN / "mlops-grade"), "grade", "03", "--cohort", str(cohort), "--db", db, "--jobs",
-                           str(jobs), "--quiet"], capture_output=True, text=True, cwd=REPO)
+                           str(jobs), "--quiet"], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "MLOPS_GRADE_ENTRANTS": "1" if entrants else "0"})
     seconds = time.monotonic() - start
-    (OUT / "mlops-grade.log").write_text(done.stdout + done.stderr)
+    (OUT / f"mlops-grade{'' if entrants else '-classic'}.log").write_text(done.stdout + done.stderr)
     return {"seconds": seconds, "exit": done.returncode, "output": (done.stdout + done.stderr)[-3000:],
             "scores": our_scores(db)}
 
@@ -343,10 +346,11 @@ def per_minute(n: int, seconds: float) -> float:
     return n / seconds * 60 if seconds > 0 else 0.0
 
 
-def report(n: int, jobs: int, subs: dict, ours: dict, theirs: dict, bare: dict) -> dict:
+def report(n: int, jobs: int, subs: dict, ours: dict, theirs: dict, bare: dict, classic: dict | None = None) -> dict:
     """Print the table and the scores; return what result.json holds."""
-    rows = [(f"mlops-grade (--jobs {jobs})", ours["seconds"]), ("nbgrader autograde", theirs["seconds"]),
-            (f"papermill only ({jobs} at once)", bare["seconds"])]
+    rows = [(f"mlops-grade (--jobs {jobs})", ours["seconds"]),
+            *([(f"  without entrants (--jobs {jobs})", classic["seconds"])] if classic else []),
+            ("nbgrader autograde", theirs["seconds"]), (f"papermill only ({jobs} at once)", bare["seconds"])]
     counts = {k: sum(1 for kind, _, _ in subs.values() if family(kind) == k) for k in KINDS}
     print(f"\nbench-cohort: lab 03, {n} submissions ({', '.join(f'{v} {k}' for k, v in counts.items())}), "
           f"{os.cpu_count()} cores")
@@ -354,6 +358,9 @@ def report(n: int, jobs: int, subs: dict, ours: dict, theirs: dict, bare: dict) 
     for name, seconds in rows:
         print(f"  {name:<30} {n:>11} {seconds:>9.1f} {per_minute(n, seconds):>9.2f}")
     print(f"  overhead over bare papermill: ×{ours['seconds'] / bare['seconds']:.2f} the seconds")
+    if classic:
+        print(f"  entrants: ×{ours['seconds'] / classic['seconds']:.2f} the seconds of grading without them "
+              f"(scores {'the same' if ours['scores'] == classic['scores'] else 'DIFFERENT'})")
     ours_kind, theirs_kind = by_kind(subs, ours["scores"]), by_kind(subs, theirs["scores"])
     for kind in ours_kind:
         print(f"  {kind:<8} mlops-grade {ours_kind[kind]:<34} nbgrader {theirs_kind.get(kind, '-')}")
@@ -406,12 +413,14 @@ def main() -> int:
         public_csv, holdout_csv = public_data(work / "data")
         print(f"mlops-grade: grading {args.n} submissions …", flush=True)
         ours = run_ours(work, subs, args.jobs)
-        print(f"  {ours['seconds']:.1f} s; nbgrader: autograding …", flush=True)
+        print(f"  {ours['seconds']:.1f} s; mlops-grade without entrants …", flush=True)
+        classic = run_ours(work, subs, args.jobs, entrants=False)
+        print(f"  {classic['seconds']:.1f} s; nbgrader: autograding …", flush=True)
         theirs = run_nbgrader(work, subs, public_csv, holdout_csv)
         print(f"  {theirs['seconds']:.1f} s; papermill: executing …", flush=True)
         bare = run_papermill(work, subs, args.jobs, public_csv)
         print(f"  {bare['seconds']:.1f} s", flush=True)
-        result = report(args.n, args.jobs, subs, ours, theirs, bare)
+        result = report(args.n, args.jobs, subs, ours, theirs, bare, classic)
         (OUT / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     finally:
         if args.keep:

@@ -12,32 +12,36 @@ work (not root, no setns, `MLOPS_GRADE_ENTRANTS=0`), `zygote_for()` says None an
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 TOOLS = Path(__file__).parent / "tools"
+NO_HOME = "/proc/mlops-zygote"
 HOLD = "/mlops-hold"  # where the placeholder (coreutils' sleep) is, inside the sandbox: its comm is "mlops-hold"
 READY_SECONDS = 120.0
 
+SCIENCE = ("numpy", "pandas", "sklearn.base", "sklearn.model_selection", "sklearn.metrics", "sklearn.ensemble",
+           "sklearn.linear_model", "sklearn.pipeline", "sklearn.preprocessing")
 # What each tool imports that is worth importing once: trusted third-party modules only, never the grader, the
 # course library (mlops_kit) or anything of a submission. Blocked: what the tool blocks itself (kept unimported).
+# The notebook runner's zygote also imports what a lab's kernel needs first: the runner forks the kernel from
+# itself (run_notebook.fork_kernel), so that zygote runs without -I (ISOLATED), as a kernel does.
 PRELOAD = {
-    "run_notebook": (("nbformat", "nbclient", "nbclient.client", "jupyter_client", "papermill"),
-                     ("rfc3987_syntax",)),
-    "sklearn_model": (("numpy", "pandas", "sklearn.base", "sklearn.model_selection", "sklearn.metrics",
-                       "sklearn.ensemble", "sklearn.linear_model", "sklearn.pipeline", "sklearn.preprocessing",
-                       "skops.io"), ("torch", "rfc3987_syntax", "dask", "distributed")),
+    "run_notebook": (("nbformat", "nbclient", "nbclient.client", "jupyter_client", "papermill",
+                      "ipykernel.kernelapp", "IPython", *SCIENCE), ("rfc3987_syntax", "torch")),
+    "sklearn_model": ((*SCIENCE, "skops.io"), ("torch", "rfc3987_syntax", "dask", "distributed")),
     "mlflow_probe": (("numpy", "pandas", "yaml", "sklearn.utils", "skops.io"),
                      ("torch", "rfc3987_syntax", "dask", "distributed")),
 }
+ISOLATED = {tool: tool != "run_notebook" for tool in PRELOAD}  # the zygote runs as `python -I`
 
 
 class EntrantError(RuntimeError):
@@ -52,17 +56,17 @@ def enabled() -> bool:
 class Zygote:
     """One pre-imported process (grader/tools/zygote.py) and the control socket to it."""
 
-    def __init__(self, preload: tuple[str, ...], block: tuple[str, ...]):
+    def __init__(self, preload: tuple[str, ...], block: tuple[str, ...], isolated: bool = True):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.home = tempfile.mkdtemp(prefix="mlops-zygote-")  # imports that write a cache write it here
-        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": self.home, "LANG": "C.UTF-8",
+        # a HOME nothing can be written to, even as root (it is under /proc): importing leaves no file anywhere
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": NO_HOME, "LANG": "C.UTF-8",
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", str(TOOLS / "zygote.py"), str(theirs.fileno()),
+            [sys.executable, *(["-I"] if isolated else []), str(TOOLS / "zygote.py"), str(theirs.fileno()),
              "--preload", ",".join(preload), "--block", ",".join(block)],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, env=env, cwd=self.home, start_new_session=True)
+            stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True)
         theirs.close()
         self.control, self.lock, self.ready = ours, threading.Lock(), False
 
@@ -98,9 +102,6 @@ class Zygote:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        import shutil
-
-        shutil.rmtree(self.home, ignore_errors=True)
 
 
 class Entrant:
@@ -155,7 +156,7 @@ def zygote_for(tool: str) -> Zygote | None:
             _OWNER["pid"] = os.getpid()
         zygote = _ZYGOTES.get(tool)
         if zygote is None or not zygote.alive():
-            zygote = _ZYGOTES[tool] = Zygote(*PRELOAD[tool])
+            zygote = _ZYGOTES[tool] = Zygote(*PRELOAD[tool], isolated=ISOLATED[tool])
         return zygote
 
 
@@ -173,6 +174,7 @@ def prestart(lab_module) -> None:
         zygote_for(tool)
 
 
+@atexit.register
 def stop_all() -> None:
     with _LOCK:
         for zygote in _ZYGOTES.values():

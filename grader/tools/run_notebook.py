@@ -11,6 +11,7 @@ makes itself non-dumpable to close that door too, where prctl is available).
 """
 
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -90,6 +91,131 @@ def private_status_stream():
 
 
 
+class ForkedKernel:
+    """A Popen-like handle (what jupyter_client's LocalProvisioner uses) on the kernel process forked by
+    `fork_kernel()`."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        import subprocess
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("kernel", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, signum):
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self):
+        import signal
+
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self):
+        import signal
+
+        self.send_signal(signal.SIGTERM)
+
+
+def fork_kernel():
+    """Fork, now, the process that becomes the notebook's kernel when papermill starts one, so that it starts with
+    what this process imported: the modules the notebook zygote (grader/entrants.py) imported once for every job.
+
+    Only where this runner is such an entrant: the zygote runs without -I, so the kernel is an ordinary Python
+    as `python -m ipykernel_launcher` is (the current folder on sys.path; -I would pass on to the processes it
+    starts). The child waits on a pipe for jupyter_client's launch (command, environment, folder); it holds no
+    descriptor of this runner's. Returns an `install()` that makes jupyter_client use it, or None."""
+    if sys.flags.isolated or not hasattr(os, "fork"):
+        return None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()  # at once: jupyter_client reads the kernel's process group as soon as "launch" returns
+        os.close(write_end)
+        try:
+            become_kernel(read_end)
+        except BaseException:  # noqa: BLE001 — a kernel that cannot start is reported by papermill
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(1)
+    os.close(read_end)
+    state = {"used": False}
+
+    def install() -> None:
+        import jupyter_client.provisioning.local_provisioner as local
+
+        original = local.launch_kernel
+
+        def launch_kernel(cmd, **kwargs):
+            if state["used"] or len(cmd) < 3 or cmd[1:3] != ["-m", "ipykernel_launcher"]:
+                return original(cmd, **kwargs)  # a restart, or another kernel: a fresh process
+            state["used"] = True
+            env = dict(kwargs.get("env") or os.environ)
+            env["JPY_PARENT_PID"] = str(os.getpid())
+            request = {"argv": cmd[3:], "env": env, "cwd": str(kwargs.get("cwd") or os.getcwd())}
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(json.dumps(request).encode())
+            return ForkedKernel(pid)
+
+        local.launch_kernel = launch_kernel
+
+    return install
+
+
+def become_kernel(read_end: int) -> None:
+    """In the forked child: wait for the launch, then be `python -m ipykernel_launcher ARGS` in its folder."""
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    if not data:  # the runner never started a kernel
+        os._exit(0)
+    request = json.loads(data)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # (stdout is already /dev/null: private_status_stream)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)  # dumpable again, as a freshly executed kernel is
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    tools = os.path.dirname(os.path.abspath(__file__))
+    for name, module in list(sys.modules.items()):  # the runner's own modules are not the kernel's
+        if str(getattr(module, "__file__", "") or "").startswith(tools + os.sep):
+            del sys.modules[name]
+    sys.path[:] = [entry for entry in sys.path if entry != tools]
+    import importlib.util
+    import types
+
+    launcher = importlib.util.find_spec("ipykernel_launcher").origin
+    main = types.ModuleType("__main__")  # as under `python -m ipykernel_launcher`
+    main.__file__ = launcher
+    sys.modules["__main__"] = main
+    sys.argv = [launcher, *request["argv"]]
+    from ipykernel import kernelapp
+
+    kernelapp.launch_new_instance()
+    os._exit(0)
+
+
 def block_in_kernel(modules: list) -> None:
     """An IPython startup file in the kernel's profile that makes `modules` unimportable there, and a
     sitecustomize on the kernel's PYTHONPATH that does the same in the Python processes it starts (a server)."""
@@ -122,12 +248,15 @@ def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
     if args.block_imports:
         block_in_kernel(args.block_imports.split(","))
+    install_forked_kernel = fork_kernel()
     # jsonschema (under nbformat) compiles an IRI grammar at import when rfc3987_syntax is installed: 3 s of CPU
     # per notebook, for a format check nbformat never uses; without it, jsonschema skips that format
     from harness import block_imports
 
     block_imports(("rfc3987_syntax",))
     cap_outputs(args.max_output_bytes)
+    if install_forked_kernel:
+        install_forked_kernel()
     import papermill
 
     status = {"ok": True}

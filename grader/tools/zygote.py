@@ -102,6 +102,7 @@ def become_tool(request: dict, out_fd: int, err_fd: int, last_cap: int) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        os.environ["PWD"] = request["cwd"]  # as bubblewrap's --chdir sets it
         os.umask(0o022)
         sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
         for fd, name in ((1, "stdout"), (2, "stderr")):  # unbuffered, as PYTHONUNBUFFERED=1 in the sandbox
@@ -186,6 +187,8 @@ def other_threads() -> list[str]:
 
 
 def main() -> None:
+    if not sys.flags.isolated and sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]  # started without -I (the notebook runner's zygote): this folder is no job's business
     control = socket.socket(fileno=int(sys.argv[1]))
     options = dict(zip(sys.argv[2::2], sys.argv[3::2]))
     split = lambda value: [name for name in (value or "").split(",") if name]  # noqa: E731
