@@ -25,6 +25,7 @@ from pathlib import Path
 
 TOOLS = Path(__file__).parent / "tools"
 NO_HOME = "/proc/mlops-zygote"
+ROOM = 32768  # bytes of the zygote's command line and environment that a job's own are written over
 HOLD = "/mlops-hold"  # where the placeholder (coreutils' sleep) is, inside the sandbox: its comm is "mlops-hold"
 READY_SECONDS = 120.0
 
@@ -61,10 +62,10 @@ class Zygote:
         # a HOME nothing can be written to, even as root (it is under /proc): importing leaves no file anywhere
         env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": NO_HOME, "LANG": "C.UTF-8",
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
+               "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "MLOPS_ZYGOTE_ROOM": "-" * ROOM}
         self.proc = subprocess.Popen(
             [sys.executable, *(["-I"] if isolated else []), str(TOOLS / "zygote.py"), str(theirs.fileno()),
-             "--preload", ",".join(preload), "--block", ",".join(block)],
+             "--preload", ",".join(preload), "--block", ",".join(block), "--room", "-" * ROOM],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True)
         theirs.close()

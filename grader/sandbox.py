@@ -232,7 +232,7 @@ class Sandbox:
         rlimits = {"cpu": limits.cpu_seconds, "fsize": limits.file_bytes, "nofile": limits.open_files, "core": 0}
         if not cgroup.ok:
             rlimits.update({"as": limits.memory_bytes, "nproc": limits.pids})
-        request = {"target": target, "cgroup_procs": cgroup.procs_files, "rlimits": rlimits,
+        request = {"target": target, "cgroup_procs": cgroup.procs_files, "rlimits": rlimits, "argv": argv,
                    "env": self._environment(env), "cwd": self.path(cwd),
                    **({"code": argv[3], "args": argv[4:]} if argv[2] == "-c" else {"tool": argv[2], "args": argv[3:]})}
         out_r, out_w = os.pipe()

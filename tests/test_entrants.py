@@ -153,3 +153,46 @@ def test_switched_off_or_unknown_tools_run_the_classic_way(monkeypatch):
     assert entrants.zygote_for("sklearn_model") is None
     monkeypatch.delenv("MLOPS_GRADE_ENTRANTS")
     assert entrants.zygote_for("no_such_tool") is None
+
+
+KERNEL_FACTS = r'''
+import json, os, sys
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+facts = {"path": [p for p in sys.path if "site-packages" not in p and "python3" not in p],
+         "isolated": sys.flags.isolated, "cwd": os.getcwd(), "argv0": os.path.basename(sys.argv[0]),
+         "own_group": os.getpgid(0) == os.getpid(), "own_session": os.getsid(0) == os.getpid(),
+         "caps": status["CapEff"].strip(), "uid": os.getuid(), "env": sorted(os.environ),
+         "runner_modules": sorted(m for m in ("harness", "run_notebook") if m in sys.modules),
+         "dumpable": os.access("/proc/self/fd", os.R_OK), "stdin": os.readlink("/proc/self/fd/0").split("[")[0],
+         "stdout": os.readlink("/proc/self/fd/1").split("[")[0]}
+try:
+    import torch  # noqa: F401 — blocked by the lab's not_needed, in both kernels
+    facts["torch"] = "imported"
+except ImportError:
+    facts["torch"] = "blocked"
+open("facts.json", "w").write(json.dumps(facts))
+'''
+
+
+def test_a_notebooks_kernel_is_the_same_process_with_and_without_entrants(isolate, monkeypatch):
+    """The runner forks the kernel from itself when it is an entrant: the learner's code must not tell."""
+    import json
+
+    import nbformat
+
+    from grader.execute import execute
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(KERNEL_FACTS)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    facts = {}
+    for mode in ("1", "0"):
+        monkeypatch.setenv("MLOPS_GRADE_ENTRANTS", mode)
+        with Sandbox(Limits(wall_seconds=180)) as box:
+            work = box.mount("work", writable=True)
+            ran = execute(json.loads(nbformat.writes(notebook)), box, {}, cell_timeout=120, not_needed=("torch",))
+            assert ran.ok, (mode, ran.error, ran.run.stderr[-2000:])
+            facts[mode] = json.loads((work / "facts.json").read_text())
+    assert facts["1"] == facts["0"]
+    assert facts["1"]["runner_modules"] == [] and facts["1"]["torch"] == "blocked" and facts["1"]["isolated"] == 0
+    assert "" in facts["1"]["path"] and facts["1"]["cwd"] == "/sandbox/work"  # the learner's own modules import

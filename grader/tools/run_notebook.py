@@ -190,9 +190,11 @@ def become_kernel(read_end: int) -> None:
     if not data:  # the runner never started a kernel
         os._exit(0)
     request = json.loads(data)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)  # (stdout is already /dev/null: private_status_stream)
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    from harness import retitle  # (before the runner's modules go)
+    stdin, keep_open = os.pipe()  # stdin a pipe nobody writes to, as jupyter_client's PIPE (stdout: /dev/null)
+    os.dup2(stdin, 0)
+    os.dup2(keep_open, 3)
+    os.closerange(4, os.sysconf("SC_OPEN_MAX"))
     ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)  # dumpable again, as a freshly executed kernel is
     os.chdir(request["cwd"])
     os.environ.clear()
@@ -210,6 +212,7 @@ def become_kernel(read_end: int) -> None:
     main.__file__ = launcher
     sys.modules["__main__"] = main
     sys.argv = [launcher, *request["argv"]]
+    retitle([sys.executable, "-m", "ipykernel_launcher", *request["argv"]], request["env"])  # what /proc shows
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()
