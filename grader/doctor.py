@@ -139,11 +139,38 @@ def bwrap_tmpfs_size() -> Feature:
                    "needed: private /tmp, /dev/shm, HOME are job-dir directories under the quota")
 
 
+def entrants() -> Feature:
+    """A zygote forks a process into a fresh sandbox, for real (grader/entrants.py)."""
+    from grader import entrants as module
+    from grader.sandbox import Limits, Sandbox, probe_bubblewrap
+
+    name = "pre-imported entrants (grader/entrants.py)"
+    cost = ("Cost: every notebook runner, kernel and probe is a fresh Python that imports its modules again "
+            "(papermill 2 s, scikit-learn and pandas 2-3 s per process)")
+    if os.environ.get("MLOPS_GRADE_ENTRANTS") == "0":
+        return Feature(name, False, f"switched off (MLOPS_GRADE_ENTRANTS=0). {cost}")
+    if not module.enabled():
+        return Feature(name, False, f"the grader is not root here (entering a sandbox's namespaces needs it). {cost}")
+    if probe_bubblewrap():
+        return Feature(name, False, f"no sandbox to enter. {cost}")
+    zygote = module.Zygote(("json",), ())
+    try:
+        with Sandbox(Limits(wall_seconds=30)) as box:
+            box.mount("work", writable=True)
+            run = box.run([sys.executable, "-I", "-c", "print('entered')"], cwd="work", zygote=zygote)
+    finally:
+        zygote.close()
+    if run.stdout.strip() == "entered" and not run.notes:
+        return Feature(name, True, "the notebook runner, its kernel and the heavy probes start from pre-imported "
+                       "zygotes, each in its job's own fresh sandbox")
+    return Feature(name, False, f"a test entrant failed ({(run.notes or [run.stderr.strip()[-200:]])[0]}). {cost}")
+
+
 def features() -> list[Feature]:
     found = [bubblewrap(), user_namespaces(), *pid_and_network_namespaces()]
     found.append(nested_sandbox() if found[0].ok else Feature("nested sandbox (learner code in probes)", False,
                                                               "no bubblewrap"))
-    found += [cgroup(), disk_quota(), bwrap_tmpfs_size()]
+    found += [cgroup(), disk_quota(), bwrap_tmpfs_size(), entrants()]
     return found
 
 

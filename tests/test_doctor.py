@@ -9,7 +9,8 @@ from grader.labs import REPO
 
 FEATURES = ("bubblewrap", "user namespaces", "PID namespace", "network namespace",
             "nested sandbox (learner code in probes)", "job-wide memory and pids (cgroup)",
-            "work-dir quota (tmpfs size + inodes)", "tmpfs size limits (bwrap --size)")
+            "work-dir quota (tmpfs size + inodes)", "tmpfs size limits (bwrap --size)",
+            "pre-imported entrants (grader/entrants.py)")
 
 
 def test_doctor_prints_every_feature_and_exits_0():
@@ -56,3 +57,9 @@ def sandbox_limits():
     from grader.sandbox import Limits
 
     return Limits()
+
+
+def test_entrants_switched_off_say_so_and_what_it_costs(monkeypatch):
+    monkeypatch.setenv("MLOPS_GRADE_ENTRANTS", "0")
+    feature = doctor.entrants()
+    assert not feature.ok and feature.detail.startswith("switched off (MLOPS_GRADE_ENTRANTS=0). Cost: every notebook")
