@@ -191,14 +191,22 @@ def ask(prometheus, expr: str, at=None) -> dict:
         return {"error": f"{err}"[:400]}
 
 
-def compare(prometheus, name: str, reference: str, job: str = "cancer-service", since: float = 0.0) -> dict:
+def compare(prometheus, name: str, reference: str, job: str = "cancer-service", since: float = 0.0,
+            tries: int = 6) -> dict:
     """The learner's recorded series and the reference expression, both at the timestamp of a recorded sample
-    whose rule evaluation saw every scrape up to it (`settled`)."""
+    whose rule evaluation saw every scrape up to it (`settled`); under load a scrape can still land after a rule
+    ran, so "others" holds the same pair at up to `tries` - 1 more recorded timestamps after the traffic (newest
+    first): the grader accepts the rule when any evaluation agrees with its expression."""
     stamps = ask(prometheus, f"max(timestamp({name}))")
     if "error" in stamps or not stamps["result"]:
         return {"at": None, "learner": ask(prometheus, name), "reference": ask(prometheus, reference)}
     at = settled(prometheus, name, job, since) or stamps["result"][0][1]
-    return {"at": at, "learner": ask(prometheus, name, at), "reference": ask(prometheus, reference, at)}
+    recorded = sorted({t for t, _ in _sample_times(prometheus, f"{name}[60s]") if t >= since and t != at},
+                      reverse=True)
+    others = [{"at": t, "learner": ask(prometheus, name, t), "reference": ask(prometheus, reference, t)}
+              for t in recorded[: tries - 1]]
+    return {"at": at, "learner": ask(prometheus, name, at), "reference": ask(prometheus, reference, at),
+            "others": others}
 
 
 def _sample_times(prometheus, expr: str) -> list[tuple[float, float]]:
