@@ -110,7 +110,6 @@ def test_a_timeout_leaves_nothing_running_and_the_zygote_serves_on(isolate, zygo
 import os, subprocess, time
 for _ in range(3):
     subprocess.Popen(["sleep", "600", "{marker}"], start_new_session=True)
-os.setsid() if False else None
 print("started", flush=True)
 time.sleep(600)
 """, zygote, Limits(wall_seconds=4))

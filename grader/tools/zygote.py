@@ -35,20 +35,10 @@ RLIMITS = {"cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE, "nofile":
 LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-class _Blocked:
-    """Packages a tool blocks stay unimported here too (removed again before any job runs)."""
-
-    def __init__(self, names):
-        self.names = set(names)
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".", 1)[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-def preload(modules, blocked) -> None:
-    blocker = _Blocked(blocked)
+def preload(modules, blocked, not_needed) -> None:
+    """Import `modules`; packages a tool blocks (`blocked`) stay unimported here too (the harness's own blocker,
+    `not_needed`, removed again before any job runs)."""
+    blocker = not_needed(tuple(blocked))
     sys.meta_path.insert(0, blocker)
     try:
         for name in modules:
@@ -190,13 +180,14 @@ def other_threads() -> list[str]:
     return [name for name in names if name not in FORK_SAFE_THREADS]
 
 
-def _retitle_function():
-    """harness.retitle (grader/tools/harness.py), without leaving `harness` imported for the jobs' tools."""
+def _harness():
+    """grader/tools/harness.py (its retitle and import blocker), without leaving `harness` imported for the jobs'
+    tools."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     try:
         import harness
 
-        return harness.retitle
+        return harness
     finally:
         sys.path.pop(0)
         sys.modules.pop("harness", None)
@@ -207,13 +198,14 @@ RETITLE = None
 
 def main() -> None:
     global RETITLE
-    RETITLE = _retitle_function()
+    harness = _harness()
+    RETITLE = harness.retitle
     if not sys.flags.isolated and sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
         del sys.path[0]  # started without -I (the notebook runner's zygote): this folder is no job's business
     control = socket.socket(fileno=int(sys.argv[1]))
     options = dict(zip(sys.argv[2::2], sys.argv[3::2]))
     split = lambda value: [name for name in (value or "").split(",") if name]  # noqa: E731
-    preload(split(options.get("--preload")), split(options.get("--block")))
+    preload(split(options.get("--preload")), split(options.get("--block")), harness._NotNeeded)
     with open("/proc/sys/kernel/cap_last_cap") as handle:
         last_cap = int(handle.read())
     if other_threads():  # a module started a thread: a fork could inherit a lock it holds
