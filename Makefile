@@ -56,18 +56,19 @@ monitoring:  ## week 11's Prometheus and promtool (apt, as root, where they are 
 	else echo "Notice: prometheus is not installed (sudo apt-get install prometheus); week 11's live checks will say skipped";\
 	fi
 
-services:  ## PostgreSQL for the instructors' gradebook tests (apt, as root, where it is missing)
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; then echo "postgresql: installed";\
+services:  ## PostgreSQL (the instructors' gradebook, capstone C) and Redis (capstone C's online store): apt, as root, where missing
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null; then echo "postgresql, redis: installed";\
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then\
-	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql || (apt-get update -qq &&\
-	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)) >/dev/null; echo "postgresql: installed";\
-	else echo "Notice: PostgreSQL is not installed (sudo apt-get install postgresql); its gradebook test will say skipped";\
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server || (apt-get update -qq &&\
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server)) >/dev/null;\
+	  (service redis-server stop || pkill -x redis-server) >/dev/null 2>&1; echo "postgresql, redis: installed";\
+	else echo "Notice: PostgreSQL or Redis is not installed (sudo apt-get install postgresql redis-server); their tests will say skipped";\
 	fi
 
 images: venv  ## week 8's podman, runc and debootstrap (apt, as root), the base image and the service's wheelhouse
 	$(PY) tools/images.py
 
-demo: venv sandbox images monitoring graphviz  ## run every lab's reference solution through papermill and the grader; write build/report/
+demo: venv sandbox images monitoring services graphviz  ## run every lab's reference solution through papermill and the grader; write build/report/
 	$(BIN)/mlops-grade demo --report build/report
 
 test: venv sandbox images monitoring services browser graphviz  ## the whole suite: library, notebooks (nbval), labs (reference 100 %, starter ≤ 10 %), grader

@@ -318,22 +318,26 @@ def _private_dirs() -> tuple[str, str] | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _inner_site(not_needed: tuple[str, ...] = (), quiet: tuple[str, ...] = ()) -> str | None:
-    """A folder with a sitecustomize that makes INNER_NOT_NEEDED and `not_needed` unimportable and keeps `quiet`
-    renderers quiet, readable by the inner uid."""
+def _inner_site(not_needed: tuple[str, ...] = (), quiet: tuple[str, ...] = (), allow: tuple[str, ...] = ()) -> str | None:
+    """A folder with a sitecustomize that makes INNER_NOT_NEEDED and `not_needed` (but `allow`) unimportable and
+    keeps `quiet` renderers quiet, readable by the inner uid."""
+    blocked = tuple(name for name in INNER_NOT_NEEDED + tuple(not_needed) if name not in allow)
     try:
-        return write_site(tempfile.mkdtemp(prefix="inner-site-"), INNER_NOT_NEEDED + tuple(not_needed), quiet)
+        return write_site(tempfile.mkdtemp(prefix="inner-site-"), blocked, quiet)
     except OSError:
         return None
 
 
 def inner_command(argv: list[str], writable: list[str], hidden: list[str], share_net: bool = True,
-                  pythonpath: str = "", not_needed: tuple[str, ...] = (), quiet: tuple[str, ...] = ()) -> list[str]:
+                  pythonpath: str = "", not_needed: tuple[str, ...] = (), quiet: tuple[str, ...] = (),
+                  allow: tuple[str, ...] = ()) -> list[str]:
     """`argv` wrapped in a nested bubblewrap: another uid, its own PID namespace, `hidden` paths replaced by
     empty read-only directories (the probe's output and inputs), only `writable` paths, a private /tmp and
     /dev/shm writable (in the grader's sandbox: directories under the job's quota; /dev read-only), and
-    INNER_NOT_NEEDED and `not_needed` unimportable in its Python processes, `quiet` renderers drawing nothing (a
-    sitecustomize ahead of `pythonpath`: the only one Python imports)."""
+    INNER_NOT_NEEDED and `not_needed` unimportable in its Python processes but for those in `allow`, `quiet`
+    renderers drawing nothing (a sitecustomize ahead of `pythonpath`: the only one Python imports). A probe that
+    allows Dask (Feast's file store reads with it) runs MEND_PSUTIL first in that process (psutil then sees
+    /proc as this process does)."""
     args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
             "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--ro-bind", "/", "/",
             # a fresh procfs cannot be mounted one level down; the outer one shows no process it could signal
@@ -352,7 +356,7 @@ def inner_command(argv: list[str], writable: list[str], hidden: list[str], share
         args += ["--bind", path, path]
     for path in hidden:
         args += ["--tmpfs", path, "--remount-ro", path]
-    site = _inner_site(tuple(not_needed), tuple(quiet))
+    site = _inner_site(tuple(not_needed), tuple(quiet), tuple(allow))
     if site:
         args += ["--ro-bind", site, site, "--setenv", "PYTHONPATH", os.pathsep.join(p for p in (site, pythonpath) if p)]
     return args + ["--"] + list(argv)
@@ -371,14 +375,16 @@ def sibling_limit(took: list[float], full: float, factor: float = 10.0, floor: f
 
 
 def run_learner(argv: list[str], *, cwd: str, env: dict, timeout: float, writable: list[str],
-                hidden: list[str], share_net: bool = True, stdin: bytes | None = None) -> dict:
+                hidden: list[str], share_net: bool = True, stdin: bytes | None = None,
+                not_needed: tuple[str, ...] = (), allow: tuple[str, ...] = ()) -> dict:
     """Run the learner's command (nested sandbox where possible); {exit, timed_out, stdout, stderr}.
 
     Whatever it started is gone when this returns: the inner PID namespace dies with its first process,
     and without nesting, its whole process group (session) is killed.
     """
     nested = inner_sandbox_available()
-    command = inner_command(argv, writable, hidden, share_net, env.get("PYTHONPATH", "")) if nested else list(argv)
+    command = (inner_command(argv, writable, hidden, share_net, env.get("PYTHONPATH", ""), not_needed=not_needed,
+                             allow=allow) if nested else list(argv))
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.PIPE if stdin is not None else
                             subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -393,6 +399,25 @@ def run_learner(argv: list[str], *, cwd: str, env: dict, timeout: float, writabl
         _kill_group(proc.pid)
     return {"exit": proc.returncode, "timed_out": timed_out, "nested": nested,
             "stdout": out.decode("utf-8", "replace")[-_CAP:], "stderr": err.decode("utf-8", "replace")[-_CAP:]}
+
+
+MEND_PSUTIL = """
+import os as _os
+import psutil as _psutil
+
+
+class _Self(_psutil.Process):
+    # One sandbox further in, /proc is the probe's: this process's PID there is not os.getpid(). psutil.Process()
+    # is asked for by Dask at import (its CPU count) and by Feast; give it this process as /proc names it.
+    def __init__(self, pid=None):
+        super().__init__(int(_os.readlink("/proc/self")) if pid is None else pid)
+
+    def cpu_affinity(self, cpus=None):
+        return sorted(_os.sched_getaffinity(0)) if cpus is None else None
+
+
+_psutil.Process = _Self
+"""
 
 
 def _kill_group(pid: int) -> None:
