@@ -18,6 +18,7 @@ FIGURES = {
     "12_drift": {"detects_drift": {"drift_recall"}, "no_false_alarms": {"drift_precision"}},
     "13_deep_learning": {"holdout_accuracy": {"holdout_accuracy"}, "torchscript_parity": {"torchscript_max_diff"},
                          "onnx_parity": {"onnx_max_diff_batch_1", "onnx_max_diff_batch_37"}},
+    "14_feature_store": {"point_in_time": {"point_in_time_share"}},
 }
 
 

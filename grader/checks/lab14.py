@@ -276,12 +276,16 @@ def flow_runs(ctx):
     up)."""
     runs = flow_answer(ctx)["runs"]
     if not runs[1]["ok"]:
+        if run(ctx)["dropped"] == 0:
+            raise Fail("the flow never connected to the grader's PostgreSQL at the DSN build_features was given "
+                       f"(it must read raw_events from `dsn`): {runs[1]['error'][:600]}")
         raise Fail(f"with the database up, the flow failed: {runs[1]['error'][:900]}")
     last_rows(ctx)
 
 
 @CHECKS.add(points=2, hint="@task(retries=3, retry_delay_seconds=2) on the task that connects to PostgreSQL",
-            section="14.5 A batch flow with Prefect: tasks, retries, idempotence", visible=False)
+            section="14.5 A batch flow with Prefect: tasks, retries, idempotence", visible=False,
+            depends=("flow_runs",))
 def flow_retries(ctx):
     """When the database drops the flow's first connection (as one does while it restarts), the flow retries the
     task and succeeds, and Prefect's state records the retry."""
@@ -449,8 +453,19 @@ def _diagnose(ctx, entities: pd.DataFrame, got: dict) -> str:
             best, share = why, hits / len(entities)
     if share >= 0.9:
         return best
-    kinds = {}
+    answered = [i for i in range(len(entities)) if rows.get(i) is not None and
+                any(got[n][rows[i]] is not None and not (isinstance(got[n][rows[i]], float) and
+                                                         math.isnan(got[n][rows[i]])) for n in FEATURES)]
+    if not answered:
+        return ("Feast returned no features for any of the grader's customers: the store's customer keys are not "
+                "tokenize(normalise_email(email), key) under the key in $MLOPS_PII_KEY_FILE")
     expected = as_of(feature_rows(events, key), entities)
+    lost = [i for i in range(len(entities)) if i not in answered and expected[i]["txn_count_7d"] is not None]
+    if lost and all(as_of(feature_rows(events, key), entities.iloc[[i]], ttl=pd.Timedelta(days=1))[0]["txn_count_7d"]
+                    is None for i in lost):
+        return (f"{len(lost)} pairs whose customer had an event within 30 days got no features: the feature view's "
+                "ttl is shorter than 30 days")
+    kinds = {}
     for i, entity in enumerate(entities.itertuples()):
         values = {n: (None if rows.get(i) is None else got[n][rows[i]]) for n in FEATURES}
         if not all(close(values[n], expected[i][n]) for n in FEATURES):
