@@ -132,7 +132,7 @@ def place(nb: dict, text: str) -> bool:
         if found:
             index = found[0]
             break
-    cells.insert(index, {"cell_type": "markdown", "metadata": {}, "source": text})
+    cells.insert(index, {"cell_type": "markdown", "id": "common-mistakes", "metadata": {}, "source": text})
     return True
 
 
