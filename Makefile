@@ -126,7 +126,7 @@ bench: venv sandbox images monitoring  ## startup and grading benchmarks, as rat
 	$(PY) benchmarks/run.py
 
 bench-cohort: venv sandbox  ## lab 03's cohort graded by mlops-grade and by nbgrader (own venv), and bare papermill: throughput ratio
-	$(PY) benchmarks/bench_cohort.py -n $(or $(N),40) --jobs $(JOBS)
+	$(PY) benchmarks/bench_cohort.py -n $(or $(N),40) $(if $(COHORT_JOBS),--jobs $(COHORT_JOBS))
 
 soak: venv sandbox  ## one cohort run of N generated lab-10 submissions (default 500): throughput, flat memory, no leaks
 	$(PY) benchmarks/soak.py -n $(or $(N),500)

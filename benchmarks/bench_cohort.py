@@ -20,7 +20,7 @@ Prints a table (tool, submissions, seconds, submissions/min), the scores each gr
 submission, writes `build/bench-cohort/result.json`, and ends with the line
 `cohort throughput vs nbgrader: ×N.NN` (mlops-grade's submissions per minute over nbgrader's).
 
-`python benchmarks/bench_cohort.py [-n 40] [--jobs 2] [--keep]`   (`make bench-cohort`)
+`python benchmarks/bench_cohort.py [-n 40] [--jobs J (default cores + 1)] [--keep]`   (`make bench-cohort`)
 """
 
 from __future__ import annotations
@@ -399,7 +399,9 @@ def report(n: int, jobs: int, subs: dict, ours: dict, theirs: dict, bare: dict, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=40, help="submissions (default 40)")
-    parser.add_argument("--jobs", type=int, default=2, help="mlops-grade's sandboxes and papermill's runs at once")
+    parser.add_argument("--jobs", type=int, default=(os.cpu_count() or 1) + 1,
+                        help="mlops-grade's sandboxes and papermill's runs at once (default: one more than the cores, "
+                        "as `grade --cohort`)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--kinds", help="comma-separated kinds to cycle instead of the mix (solved, wrong, starter, "
                         "broken-json, broken-raises, broken-dies): smoke runs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -127,7 +128,8 @@ def grade(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
           submissions: Optional[List[Path]] = typer.Argument(None, help="Notebook files to grade (not with --cohort)."),
           json_out: Optional[Path] = typer.Option(None, "--json", help="Write results (Gradescope shape) here."),
           html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML feedback page here."),
-          jobs: int = typer.Option(1, "--jobs", "-j", help="Sandboxes run at once."),
+          jobs: int = typer.Option(0, "--jobs", "-j", help="Sandboxes run at once (default 1; with --cohort, one more "
+                                   "than the cores: one job's waits for its kernel and sandbox are another's turn)."),
           no_sandbox: bool = typer.Option(False, "--no-sandbox", help="Grade WITHOUT isolation (trusted code only)."),
           reveal_hidden: bool = typer.Option(False, "--reveal-hidden", help="Show hidden checks' details (instructors)."),
           cohort: Optional[Path] = typer.Option(None, "--cohort", help="A cohort folder (`mlops-grade collect`): grade "
@@ -148,6 +150,8 @@ def grade(lab: str = typer.Argument(..., help="Lab number or id, e.g. 03."),
     from grader.sandbox import probe_bubblewrap
 
     module = find_lab(lab)
+    if jobs < 1:
+        jobs = (os.cpu_count() or 1) + 1 if cohort is not None else 1
     if checks_dir is not None:
         from grader.cohort import private
 

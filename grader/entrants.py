@@ -37,7 +37,7 @@ SCIENCE = ("numpy", "pandas", "sklearn.base", "sklearn.model_selection", "sklear
 # itself (run_notebook.fork_kernel), so that zygote runs without -I (ISOLATED), as a kernel does.
 PRELOAD = {
     "run_notebook": (("nbformat", "nbclient", "nbclient.client", "jupyter_client", "papermill",
-                      "ipykernel.kernelapp", "IPython", *SCIENCE), ("rfc3987_syntax", "torch")),
+                      "ipykernel.kernelapp", "IPython", *SCIENCE, "skops.io"), ("rfc3987_syntax", "torch")),
     "sklearn_model": ((*SCIENCE, "skops.io"), ("torch", "rfc3987_syntax", "dask", "distributed")),
     "mlflow_probe": (("numpy", "pandas", "yaml", "sklearn.utils", "skops.io"),
                      ("torch", "rfc3987_syntax", "dask", "distributed")),

@@ -141,3 +141,28 @@ def test_ctrl_c_stops_a_batch_within_seconds_and_keeps_what_was_graded(tmp_path,
     assert all(r["status"] == "graded" for r in graded)  # nothing cut short was recorded as a grade
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert not leftover, f"sandbox processes left running: {leftover}"
+
+
+def test_jobs_default_to_one_and_for_a_cohort_to_one_more_than_the_cores(tmp_path, monkeypatch):
+    """A cohort keeps every core busy by default: one job's waits (its sandbox, its kernel) are another's turn."""
+    import os
+
+    from typer.testing import CliRunner
+
+    import grader.cli as cli
+    import grader.grade as grade
+
+    seen = {}
+    monkeypatch.setattr(cli, "_grade_cohort", lambda module, cohort, **kw: seen.update(cohort=kw["jobs"]))
+    monkeypatch.setattr(grade, "grade_batch", lambda module, subs, jobs, **kw: seen.update(files=jobs) or [])
+    monkeypatch.setattr(grade, "write_results", lambda *a, **kw: None)
+    monkeypatch.setattr("grader.sandbox.probe_bubblewrap", lambda: None)
+    runner = CliRunner()
+    runner.invoke(cli.app, ["grade", "03", "--cohort", str(tmp_path)])
+    assert seen["cohort"] == (os.cpu_count() or 1) + 1
+    runner.invoke(cli.app, ["grade", "03", "--cohort", str(tmp_path), "--jobs", "1"])
+    assert seen["cohort"] == 1
+    notebook = tmp_path / "a.ipynb"
+    notebook.write_text("{}")
+    runner.invoke(cli.app, ["grade", "03", str(notebook)])
+    assert seen["files"] == 1
