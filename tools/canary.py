@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -103,11 +104,11 @@ def markdown(rows: list[dict], changes: list[dict], meta: dict) -> str:
 NOISE = "is ignored: it is neither a file nor a directory"  # pip, once per package, for a machine's extra indexes
 
 
-def run(command: list[str], log, timeout: float) -> subprocess.CompletedProcess:
+def run(command: list[str], log, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
     """`command` in the repo, its output (less pip's noise) appended to the log."""
     log.write(f"$ {' '.join(command)}\n")
     done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
     log.write("".join(line for line in done.stdout.splitlines(keepends=True) if NOISE not in line))
     log.flush()
     return done
@@ -129,13 +130,26 @@ def make_venv(venv: Path, log) -> str:
     return ""
 
 
+def canary_images(venv: Path, out: Path, log) -> dict:
+    """The environment the canary grades in: week 8's images folder of its own (out/images), its base image copied
+    from the course's folder and its wheelhouse downloaded at the canary venv's versions. With the course's
+    wheelhouse (the lock's versions) every image build would fail on the first package that moved."""
+    from mlops_kit.containers import IMAGES_ENV, images_dir
+
+    env = {**os.environ, IMAGES_ENV: str(out / "images")}
+    run([str(venv / "bin" / "python"), str(REPO / "tools" / "images.py"), "--seed-from", str(images_dir())], log,
+        1800, env=env)
+    return env
+
+
 def installed_versions(venv: Path) -> dict[str, str]:
     done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
                           capture_output=True, text=True, timeout=300)
     return {normalise(p["name"]): p["version"] for p in json.loads(done.stdout or "[]")}
 
 
-def grade_lab(venv: Path, lab_id: str, out: Path, log, jobs: int) -> tuple[dict | None, dict | None]:
+def grade_lab(venv: Path, lab_id: str, out: Path, log, jobs: int,
+              env: dict | None = None) -> tuple[dict | None, dict | None]:
     """The reference and the starter of one lab, graded by the canary venv's grader."""
     from grader.labs import find_lab
 
@@ -143,11 +157,19 @@ def grade_lab(venv: Path, lab_id: str, out: Path, log, jobs: int) -> tuple[dict 
     target = out / f"{lab.id}.json"
     target.unlink(missing_ok=True)
     run([str(venv / "bin" / "mlops-grade"), "grade", lab.id, str(lab.solution_path), str(lab.lab_path),
-         "--reveal-hidden", "--jobs", str(jobs), "--json", str(target)], log, 3600)
+         "--reveal-hidden", "--jobs", str(jobs), "--json", str(target)], log, 3600, env=env)
     if not target.exists():
         return None, None
     results = {(REPO / r["submission"]).resolve(): r for r in json.loads(target.read_text())}
     return results.get((REPO / lab.solution_path).resolve()), results.get((REPO / lab.lab_path).resolve())
+
+
+def write_report(out: Path, rows: list[dict], changes: list[dict], meta: dict) -> str:
+    """canary.md and canary.json for the labs graded so far; the markdown."""
+    report = markdown(rows, changes, meta)
+    (out / "canary.md").write_text(report, encoding="utf-8")
+    (out / "canary.json").write_text(json.dumps({**meta, "labs": rows, "changes": changes}, indent=1), encoding="utf-8")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,15 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         meta["resolve_seconds"] = time.time() - start
         changes = version_changes(lock_versions(REPO / "requirements.txt"), installed_versions(args.venv))
         start, rows = time.time(), []
+        meta["grade_seconds"] = 0.0
+        report = write_report(args.out, rows, changes, meta)
         if not meta["resolve_error"]:
+            env = canary_images(args.venv, args.out, log)
             for lab in labs:
                 print(f"canary: grading {lab} ...", flush=True)
-                rows.append(lab_row(lab, *grade_lab(args.venv, lab, args.out, log, args.jobs)))
-        meta["grade_seconds"] = time.time() - start
-    report = markdown(rows, changes, meta)
-    (args.out / "canary.md").write_text(report, encoding="utf-8")
-    (args.out / "canary.json").write_text(json.dumps({**meta, "labs": rows, "changes": changes}, indent=1),
-                                          encoding="utf-8")
+                rows.append(lab_row(lab, *grade_lab(args.venv, lab, args.out, log, args.jobs, env)))
+                meta["grade_seconds"] = time.time() - start
+                report = write_report(args.out, rows, changes, meta)  # a run stopped half-way still has its table
     print(report)
     return 1 if meta["resolve_error"] or any(not r["ok"] for r in rows) else 0
 

@@ -4,6 +4,9 @@ image (Debian bookworm minbase + its python3, no registry needed) and the servic
 Installs podman, runc and debootstrap with apt where we are root on Debian; elsewhere says what is missing and
 exits 0, so the rest of the course still works (week 8's live checks then say "skipped: no container engine").
 Everything lands in mlops_kit.containers.images_dir() (~/.cache/mlops-course/images; $MLOPS_IMAGES_DIR).
+
+`--seed-from DIR` copies the base image from another such folder first (the churn canary keeps a folder of its
+own, whose wheelhouse follows its venv's newest versions, without a second debootstrap).
 """
 
 from __future__ import annotations
@@ -140,11 +143,32 @@ def wheelhouse(folder: Path) -> None:
     say(f"wheelhouse ready: {target}")
 
 
-def main() -> int:
+def seed_base_image(source: Path) -> None:
+    """The base image copied from the images folder `source` (podman save | podman load), if it has one."""
+    conf, storage = source / "containers.conf", source / "storage.conf"
+    if podman("image", "exists", BASE_IMAGE).returncode == 0 or not (conf.is_file() and storage.is_file()):
+        return
+    theirs = {**os.environ, "CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
+    with tempfile.TemporaryDirectory(prefix="seed-", dir=images_dir()) as tmp:
+        archive = str(Path(tmp) / "base.tar")
+        if subprocess.run(["podman", "save", "-q", "-o", archive, BASE_IMAGE], env=theirs,
+                          capture_output=True).returncode == 0:
+            podman("load", "-q", "-i", archive, capture_output=True)
+            say(f"{BASE_IMAGE} copied from {source}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed-from", type=Path, help="another images folder to copy the base image from")
+    args = parser.parse_args(argv)
     folder = images_dir()
     if not install_tools():
         return 0
     write_config(folder)
+    if args.seed_from and args.seed_from.resolve() != folder.resolve():
+        seed_base_image(args.seed_from)
     base_image(folder)
     wheelhouse(folder)
     return 0

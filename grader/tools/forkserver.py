@@ -19,6 +19,9 @@ Probe side::
     answer = worker.run({"root": "...", ...}, timeout)   # {"exit", "timed_out", "seconds", "cpu_seconds"}
     worker.close()
 
+Several workers, each in its own inner sandbox with its own scratch, share a probe's runs with
+`on_workers(workers, items, job)` (one thread per worker; `parallel_workers()` says how many).
+
 Worker side (the same file with --worker)::
 
     serve(prewarm=lambda: import_heavy_modules(), child=lambda request: ... os._exit(code))
@@ -118,6 +121,49 @@ class ForkWorker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def parallel_workers(most: int = 2) -> int:
+    """How many workers a probe runs at once: the CPUs this process may use, at most `most`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(most, cpus))
+
+
+def on_workers(workers: list[ForkWorker], items: list, job) -> list:
+    """`job(worker, item)` for every item, each worker taking the next item as soon as it is free (one thread per
+    worker); the answers in the order of `items`. Each worker keeps its own scratch, so runs on different workers
+    never see each other's files, and one worker's runs still come one at a time."""
+    import threading
+
+    answers: list = [None] * len(items)
+    pending = list(enumerate(items))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def drain(worker: ForkWorker) -> None:
+        while True:
+            with lock:
+                if not pending or errors:
+                    return
+                index, item = pending.pop(0)
+            try:
+                answers[index] = job(worker, item)
+            except BaseException as err:  # noqa: BLE001 — raised again in the caller's thread
+                with lock:
+                    errors.append(err)
+                return
+
+    threads = [threading.Thread(target=drain, args=(worker,), daemon=True) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return answers
 
 
 def wipe(folder: Path) -> None:

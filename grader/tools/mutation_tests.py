@@ -13,7 +13,9 @@ the worker's stdin, and deletes the variant when the run is over: a run never se
 disk or in memory. Every run has its own working directory, temporary directory and wall-clock timeout; its
 whole process group is killed after it; in the inner sandbox, every process a run left and whatever it
 wrote to /tmp, /dev/shm or the scratch directory is gone before the next run starts. A worker that dies (a
-test can kill it) is replaced, and the run counts as a crash.
+test can kill it) is replaced, and the run counts as a crash. With two CPUs, two such workers share the
+variants (each in its own inner sandbox, with its own scratch, /tmp and /dev/shm): a variant on one worker
+never sees what runs on the other.
 
 result.json: {"runs": {name: {"exit": int | None, "timed_out": bool, "seconds": float, "cpu_seconds": float,
 "collected": int, "passed": int, "failed": int, "errors": int, "skipped": int, "failures": [str],
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
-from forkserver import ForkWorker, serve, start_child, wipe  # noqa: E402
+from forkserver import ForkWorker, on_workers, parallel_workers, serve, start_child, wipe  # noqa: E402
 
 MAX_TEST_BYTES = 200_000
 MAX_TESTS_LISTED = 400  # passed test ids kept per run
@@ -55,30 +57,36 @@ def run(args, inputs) -> dict:
     if source.stat().st_size > MAX_TEST_BYTES:
         return {"error": f"{args.tests} is larger than {MAX_TEST_BYTES // 1000} kB"}
     tests = source.read_bytes()
-    variants = {name: str(value) for name, value in inputs.items()}
-    scratch = Path(tempfile.mkdtemp(prefix="mutants-"))
+    variants = [(name, str(value)) for name, value in inputs.items()]
     hidden = [str(Path(args.out).resolve()), str(Path(args.input).resolve())]
-    worker = ForkWorker([sys.executable, "-I", os.path.abspath(__file__), "--worker"], scratch, hidden,
-                        env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
-    runs, deadline = {}, time.monotonic() + args.budget
+    # one worker per CPU (at most two), each in its own inner sandbox with its own scratch: runs on different
+    # workers never see each other's files, and each worker's runs still come one at a time
+    workers = [ForkWorker([sys.executable, "-I", os.path.abspath(__file__), "--worker"],
+                          Path(tempfile.mkdtemp(prefix="mutants-")), hidden, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+               for _ in range(min(parallel_workers(), len(variants)) or 1)]
+    deadline = time.monotonic() + args.budget
+
+    def one(worker: ForkWorker, variant: tuple[str, str]) -> dict:
+        left = deadline - time.monotonic()
+        if left <= 1:
+            return {"exit": None, "timed_out": False, "not_run": True, "seconds": 0.0, "cpu_seconds": 0.0,
+                    "tail": "not run: the runs before it used up the time budget"}
+        root = worker.scratch / "run"
+        wipe(worker.scratch)  # nothing a run wrote (HOME is here too) is there for the next one
+        _prepare_run(root, variant[1], tests)
+        result = worker.run({"root": str(root)}, min(args.timeout, left))
+        result.update(read_tally(root / "tally.json"))
+        result["tail"] = tail(root / "pytest.log")
+        shutil.rmtree(root, ignore_errors=True)
+        return result
+
     try:
-        for name, code in variants.items():
-            left = deadline - time.monotonic()
-            if left <= 1:
-                runs[name] = {"exit": None, "timed_out": False, "not_run": True, "seconds": 0.0,
-                              "cpu_seconds": 0.0, "tail": "not run: the runs before it used up the time budget"}
-                continue
-            root = scratch / "run"
-            wipe(scratch)  # nothing a run wrote (HOME is here too) is there for the next one
-            _prepare_run(root, code, tests)
-            result = worker.run({"root": str(root)}, min(args.timeout, left))
-            result.update(read_tally(root / "tally.json"))
-            result["tail"] = tail(root / "pytest.log")
-            runs[name] = result
-            shutil.rmtree(root, ignore_errors=True)
+        results = on_workers(workers, variants, one)
     finally:
-        worker.close()
-    return {"runs": runs, "nested": worker.nested}
+        for worker in workers:
+            worker.close()
+    return {"runs": {name: result for (name, _), result in zip(variants, results)},
+            "nested": any(worker.nested for worker in workers)}
 
 
 def _prepare_run(root: Path, code: str, tests: bytes) -> None:
