@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the harness, beside this file (-I drops it)
@@ -63,9 +64,24 @@ def run(args, inputs) -> dict:
         return {"error": problem}
     result: dict = {"silenced": silencers(project), "stubs": stubs(project), "configs": configs(project)}
     env = clean_env(scratch)
-    result["ruff"] = command([sys.executable, "-m", "ruff", "check", "--isolated", "--no-fix",
+    # the two gates (trusted tools) run beside the learner's install and commands (mypy alone is seconds of CPU;
+    # on two CPUs it costs no wall time there), on a copy made before any learner code runs, outside the scratch
+    # the learner's processes may write: nothing they do can change what the gates read
+    gate_root = Path(tempfile.mkdtemp(prefix="gates-"))
+    shutil.copytree(project, gate_root / "project", symlinks=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        gates = pool.submit(run_gates, args, gate_root / "project", gate_root, out, clean_env(gate_root))
+        learner_side(args, inputs, project, scratch, out, env, result)
+        result.update(gates.result())
+    return result
+
+
+def run_gates(args, project: Path, scratch: Path, out: Path, env: dict[str, str]) -> dict:
+    """ruff on the project and mypy on its package (what silences mypy taken out first), with fixed settings;
+    `scratch` is the gates' own folder."""
+    gates = {"ruff": command([sys.executable, "-m", "ruff", "check", "--isolated", "--no-fix",
                               "--cache-dir", str(out / ".ruff_cache"), *json.loads(args.ruff_args), "."],
-                             cwd=project, env=env, timeout=60)
+                             cwd=project, env=env, timeout=60)}
     empty = out / "mypy.ini"
     empty.write_text("[mypy]\n")
     target = project / "src" / args.package
@@ -73,11 +89,16 @@ def run(args, inputs) -> dict:
         typed = scratch / "typecheck"  # the package without what switches mypy off
         shutil.copytree(target, typed / "src" / args.package)
         unsilence(typed / "src" / args.package)
-        result["mypy"] = command([sys.executable, "-m", "mypy", "--config-file", str(empty), "--cache-dir",
-                                  str(out / ".mypy_cache"), *json.loads(args.mypy_args), f"src/{args.package}"],
-                                 cwd=typed, env=env, timeout=120)
+        gates["mypy"] = command([sys.executable, "-m", "mypy", "--config-file", str(empty), "--cache-dir",
+                                 str(out / ".mypy_cache"), *json.loads(args.mypy_args), f"src/{args.package}"],
+                                cwd=typed, env=env, timeout=120)
     else:
-        result["mypy"] = {"returncode": None, "output": f"src/{args.package} is not a directory"}
+        gates["mypy"] = {"returncode": None, "output": f"src/{args.package} is not a directory"}
+    return gates
+
+
+def learner_side(args, inputs, project: Path, scratch: Path, out: Path, env: dict[str, str], result: dict) -> None:
+    """Install the project offline and run its console script (--help, summary, split) in the inner sandbox."""
     hidden = [str(out.resolve()), str(Path(args.input).resolve())]
     site = scratch / "site"
     result["install"] = learner([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
@@ -87,7 +108,7 @@ def run(args, inputs) -> dict:
     result["script_installed"] = script.is_file() and not script.is_symlink()
     result["entry_points"] = entry_points(site)
     if not result["script_installed"]:
-        return result
+        return
     run_env = dict(env, PYTHONPATH=str(site))
     runs = scratch / "run"
     runs.mkdir()
@@ -104,7 +125,6 @@ def run(args, inputs) -> dict:
         result["split_sized"] = learner([str(script), "split", str(csv), "--seed", str(args.seed), "--test-size",
                                          args.test_size, "--out", str(sized)], runs, run_env, 60, hidden)
         result["split_sized"]["files"] = {name: read_capped(sized / name) for name in ("train.csv", "test.csv")}
-    return result
 
 
 def learner(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, hidden: list[str]) -> dict:

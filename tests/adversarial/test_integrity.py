@@ -183,6 +183,51 @@ def test_lab01_a_test_that_fingerprints_the_source_earns_no_mutation_points(tmp_
 # --- 14: quality gates run with the grader's rules, and what switches them off is named ------------------
 
 
+def test_lab02_what_learner_code_writes_during_the_install_never_reaches_the_gates(tmp_path, monkeypatch):
+    """The gates (ruff, mypy) run beside the learner's install and commands, which may rewrite anything in the
+    probe's scratch (a setup.py runs while pip installs). Here the learner's side annotates the sources and only
+    then lets the gates start: they must still see the code as submitted, from their own copy."""
+    import importlib.util
+    import threading
+    from argparse import Namespace
+
+    tools = Path(__file__).resolve().parents[2] / "grader" / "tools"
+    monkeypatch.syspath_prepend(str(tools))
+    spec = importlib.util.spec_from_file_location("package_probe_under_test", tools / "package_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+
+    work = tmp_path / "work"
+    source = work / "project" / "src" / "bcdata"
+    source.mkdir(parents=True)
+    (source / "__init__.py").write_text("")
+    (source / "cli.py").write_text("def summary(csv):\n    return None\n")
+    (work / "project" / "pyproject.toml").write_text('[project]\nname = "bcdata"\nversion = "0.1"\n')
+    written = threading.Event()
+    gates = probe.run_gates
+
+    def learner_side(args, inputs, project, scratch, out, env, result):  # what a setup.py could do
+        for path in scratch.rglob("cli.py"):
+            path.write_text("def summary(csv: str) -> None:\n    return None\n")
+        written.set()
+
+    def late_gates(*args):
+        assert written.wait(30)
+        return gates(*args)
+
+    monkeypatch.setattr(probe, "learner_side", learner_side)
+    monkeypatch.setattr(probe, "run_gates", late_gates)
+    out, inputs = tmp_path / "out", tmp_path / "in"
+    out.mkdir()
+    inputs.mkdir()
+    args = Namespace(work=str(work), project="project", package="bcdata", script="bcdata", ruff_args="[]",
+                     mypy_args=json.dumps(["--strict"]), out=str(out), input=str(inputs), seed=0, test_size="")
+    result = probe.run(args, {})
+    assert written.is_set()
+    assert result["mypy"]["returncode"] != 0, result["mypy"]
+    assert "missing a type annotation" in result["mypy"]["output"], result["mypy"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,lost", [("config_relaxes_the_gates", 2), ("mypy_ignore_errors_header", 1),
                                        ("stub_shadows_module", 1)])
