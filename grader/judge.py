@@ -91,12 +91,13 @@ class Context:
 
     # --- probes: trusted scripts run in a fresh sandbox over the learner's artifacts ---------
 
-    def probe(self, tool: str, inputs: dict | None = None, args: tuple[str, ...] = (),
+    def probe(self, tool: str, inputs: dict | Callable[[], dict] | None = None, args: tuple[str, ...] = (),
               limits: Limits = Limits(wall_seconds=120), needs: tuple[str, ...] = (), raw: bool = False,
               secret: bool = False) -> dict:
         """Run probe `grader/tools/<tool>.py` in a fresh sandbox over the work dir (read-only); its result.
 
-        `inputs` (name → numpy array) are written as .npy files; labels and expected values never go in.
+        `inputs` (name → numpy array) are written as .npy files; labels and expected values never go in. A
+        callable is called only once `needs` are there (a starter with no artifact costs no split or import).
         Results are cached by a hash of the tool, its arguments and its inputs. A work-relative path in
         `needs` that is not there fails the check without starting a sandbox. A probe that reports an
         error raises `Fail` with it (unless `raw`); one the busy machine starved raises `GraderTimeout`.
@@ -117,7 +118,7 @@ class Context:
                 collect.safe_open_bytes(self.work, relative, 0, read=False)
             except collect.CollectError as err:
                 raise Fail(f"{err}{self.why_missing()}") from None
-        inputs = inputs or {}
+        inputs = (inputs() if callable(inputs) else inputs) or {}
         key = inputs_key(tool, tuple(args), inputs) + (":secret" if secret else "")
         if key not in self._probes:
             self._probes[key] = self._run_probe(tool, inputs, tuple(args), limits)

@@ -147,6 +147,25 @@ def test_generators_are_not_shared_between_jobs(isolate, zygote):
     assert entrant(code, zygote).stdout != entrant(code, zygote).stdout
 
 
+def test_later_modules_are_imported_while_idle_and_blocked_ones_never(isolate):
+    """`--later`: imported after "ready", one at a time while no job waits; the blocker holds for them too."""
+    if not entrants.enabled():
+        pytest.skip("entrants need root here")
+    made = entrants.Zygote(("json",), ("torch",), later=("decimal", "torch", "fractions"))
+    try:
+        assert made.wait_ready(), "the zygote did not get ready"
+        code = "import sys; print(sorted(m for m in ('decimal', 'fractions', 'torch') if m in sys.modules))"
+        deadline = time.monotonic() + 30
+        seen = entrant(code, made).stdout.strip()
+        while seen != "['decimal', 'fractions']" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen = entrant(code, made).stdout.strip()
+        assert seen == "['decimal', 'fractions']", seen  # both imported in idle time; torch stayed blocked
+        assert made.alive()
+    finally:
+        made.close()
+
+
 def test_switched_off_or_unknown_tools_run_the_classic_way(monkeypatch):
     monkeypatch.setenv("MLOPS_GRADE_ENTRANTS", "0")
     assert entrants.zygote_for("sklearn_model") is None

@@ -190,9 +190,10 @@ def prepare(work: Path) -> tuple[dict, dict]:
         mutate(reference, patches)  # fail fast (an authoring error) if the lesson's code moved
     for how in range(len(EQUIVALENTS)):
         equivalent(reference, how)
-    from mlops_kit.data import write_breast_cancer_csv
+    from grader.datasets import breast_cancer_frame
 
-    write_breast_cancer_csv(work / "data" / "breast_cancer.csv")  # for the warm-up cell; tests make their own
+    (work / "data").mkdir(parents=True, exist_ok=True)  # the CSV for the warm-up cell; tests make their own
+    breast_cancer_frame().to_csv(work / "data" / "breast_cancer.csv", index=False)
     params = {"seed": LAB.seed, "data_path": "data/breast_cancer.csv", "output_dir": "outputs"}
     return params, {"hidden_mutants": HIDDEN_MUTANTS}
 

@@ -50,7 +50,7 @@ CHECKS = Checks()
 
 def prepare(work: Path) -> tuple[dict, dict]:
     """The notebook's CSV in the work dir; the probe's CSV (other rows, some values missing) stays here."""
-    from mlops_kit.data import breast_cancer_frame
+    from grader.datasets import breast_cancer_frame
 
     frame = breast_cancer_frame()
     public = frame.sample(frac=1.0, random_state=PUBLIC_SEED).reset_index(drop=True)
@@ -91,6 +91,9 @@ def _probe(ctx, needs_cli: bool = False) -> dict:
     cli = _project(ctx, f"src/{PACKAGE}/cli.py")
     if needs_cli and not ctx.exists(cli):
         raise Fail(f"{cli} was not found: the gates judge the code you wrote{ctx.why_missing()}")
+    if not any(ctx.exists(_project(ctx, name)) for name in ("pyproject.toml", "setup.py")):
+        raise Fail(f"{_project(ctx)} has no pyproject.toml (nor setup.py): there is nothing pip could install"
+                   f"{ctx.why_missing()}")
     args = ("--project", _project(ctx), "--package", PACKAGE, "--script", SCRIPT, "--seed",
             str(_split_seed(ctx)), "--test-size", str(OTHER_TEST_SIZE), "--ruff-args", json.dumps(RUFF_ARGS),
             "--mypy-args", json.dumps(MYPY_ARGS))

@@ -110,9 +110,11 @@ def _learner_rows(ctx) -> list | None:
 
 def _probe(ctx, fold_seed: int | None = None) -> dict:
     """The artifact probe: predictions, steps, and a cross-validation of a clone on folds of `fold_seed`."""
-    X_train, X_test, y_train, _ = _split(ctx)
-    inputs = {"X_test": X_test.to_numpy(), "columns": np.array(list(X_test.columns)),
-              "train_features": X_train.to_numpy(), "train_labels": y_train.to_numpy()}
+    def inputs() -> dict:
+        X_train, X_test, y_train, _ = _split(ctx)
+        return {"X_test": X_test.to_numpy(), "columns": np.array(list(X_test.columns)),
+                "train_features": X_train.to_numpy(), "train_labels": y_train.to_numpy()}
+
     seed = int(ctx.params["seed"]) if fold_seed is None else fold_seed
     return ctx.probe("sklearn_model", inputs, args=("--artifact", ctx.output(ARTIFACT), "--cv-folds",
                                                     str(CV_FOLDS), "--cv-seed", str(seed)),

@@ -75,7 +75,7 @@ def prepare(work: Path) -> tuple[dict, dict]:
     """Write the raw CSV into the job's work dir; keep a corrupted version of it (and what is wrong) here."""
     import numpy as np
 
-    from mlops_kit.data import breast_cancer_frame
+    from grader.datasets import breast_cancer_frame
 
     frame = breast_cancer_frame()
     public = frame.sample(n=PUBLIC_ROWS, random_state=LAB.seed).reset_index(drop=True)

@@ -79,7 +79,7 @@ def _lesson_md5() -> str:
     """The md5 of the whole course CSV, as the lesson writes it: the data version a learner may have typed in."""
     import hashlib
 
-    from mlops_kit.data import breast_cancer_frame
+    from grader.datasets import breast_cancer_frame
 
     return hashlib.md5(breast_cancer_frame().to_csv(index=False).encode()).hexdigest()
 
@@ -121,9 +121,11 @@ def _named_id(ctx) -> str:
 
 def _store(ctx) -> dict:
     """The probe's view of the store: runs, and every child run's own model reloaded and recomputed."""
-    X_train, X_test, y_train, y_test = _split(ctx)
-    inputs = {"X_test": X_test.to_numpy(), "y_test": y_test.to_numpy(), "columns": np.array(list(X_test.columns)),
-              "train_features": X_train.to_numpy(), "train_labels": y_train.to_numpy()}
+    def inputs() -> dict:
+        X_train, X_test, y_train, y_test = _split(ctx)
+        return {"X_test": X_test.to_numpy(), "y_test": y_test.to_numpy(), "columns": np.array(list(X_test.columns)),
+                "train_features": X_train.to_numpy(), "train_labels": y_train.to_numpy()}
+
     args = ("--mode", "tracking", "--output-dir", str(ctx.params.get("output_dir", "outputs")),
             "--experiment", EXPERIMENT, "--cv-folds", str(CV_FOLDS), "--cv-seed", str(ctx.params["seed"]),
             "--named-run", _named_id(ctx), "--sample-seed", str(ctx.hidden.get("sample_seed", "")))

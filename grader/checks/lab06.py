@@ -223,7 +223,7 @@ section sections describes description information details text write written he
 
 def prepare(work: Path) -> tuple[dict, dict]:
     """Public CSV with a DVC-style .dvc file beside it, so the card's data version is a real md5."""
-    from mlops_kit.data import breast_cancer_frame
+    from grader.datasets import breast_cancer_frame
 
     frame = breast_cancer_frame()
     csv = work / DATA
@@ -240,8 +240,10 @@ def _split(ctx):
 
 
 def _registry(ctx) -> dict:
-    _, X_test, _, y_test = _split(ctx)
-    inputs = {"X_test": X_test.to_numpy(), "y_test": y_test.to_numpy(), "columns": np.array(list(X_test.columns))}
+    def inputs() -> dict:
+        _, X_test, _, y_test = _split(ctx)
+        return {"X_test": X_test.to_numpy(), "y_test": y_test.to_numpy(), "columns": np.array(list(X_test.columns))}
+
     return ctx.probe("mlflow_probe", inputs, args=("--mode", "registry", "--output-dir",
                                                    str(ctx.params.get("output_dir", "outputs")),
                                                    "--model-name", MODEL_NAME, "--experiment", EXPERIMENT),

@@ -60,7 +60,7 @@ def _cache_root() -> Path:
 
 def _draws() -> dict:
     """The graded registry's champion, git SHA and golden rows: drawn from the installation's secret."""
-    from mlops_kit.data import breast_cancer_frame
+    from grader.datasets import breast_cancer_frame
 
     rng = random.Random(seed_for(LAB.id, "registry"))
     champion = rng.choice([v for v in (1, 3) if v != PUBLIC_CHAMPION])
@@ -165,7 +165,7 @@ def registry_facts(ctx) -> dict:
 
 
 def example_row() -> dict:
-    from mlops_kit.data import breast_cancer_frame
+    from grader.datasets import breast_cancer_frame
 
     return {k: float(v) for k, v in breast_cancer_frame().drop(columns="target").iloc[7].items()}
 

@@ -136,7 +136,7 @@ def promtool_said(output: str, lines: int = 6) -> str:
 def traffic() -> list[dict]:
     """The requests the grader sends: valid rows one by one, batches, and the invalid requests of lab 07."""
     from grader.checks.lab07 import bad_inputs
-    from mlops_kit.data import breast_cancer_frame
+    from grader.datasets import breast_cancer_frame
 
     rng = random.Random(seed_for(LAB.id, "traffic"))
     frame = breast_cancer_frame().drop(columns="target")
