@@ -1,6 +1,6 @@
 """Lab 02's wrong-answer cases: mistakes learners make packaging week 1, and the verdict each must get."""
 
-from grader.cases import Case, add_cell, replace
+from grader.cases import Case, add_cell, answer, replace
 
 CASES = [
     Case(
@@ -20,6 +20,18 @@ CASES = [
         expect={"project_metadata": "partial"},
         says={"project_metadata": r"requires-python is None.*where should be \[\"src\"\]"},
         fix='requires-python = ">=3.11" and [tool.setuptools.packages.find] where = ["src"].',
+    ),
+    Case(
+        "pyproject_read_from_the_lesson",
+        "pyproject.toml's text read from the lesson's bcinfo project, which is not in the lab's folder: the "
+        "project gets no pyproject.toml (the lock, judged from its own files, still passes)",
+        edits=(answer("answer-04", 'pyproject_toml = Path("bcinfo/pyproject.toml").read_text()\n'),),
+        expect={"package_layout": "failed", "project_metadata": "failed", "lint_clean": "failed",
+                "types_clean": "failed", "installs_and_helps": "failed", "summary_command": "skipped",
+                "split_command": "skipped", "split_test_size_option": "skipped",
+                "requirements_in_matches_project": "failed"},
+        says={"installs_and_helps": r"has no pyproject\.toml \(nor setup\.py\): there is nothing pip could install"},
+        fix="Write the text itself into pyproject_toml (start from § 2.1's bcinfo file and change what differs).",
     ),
     Case(
         "unused_import",
